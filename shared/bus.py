@@ -1,0 +1,215 @@
+"""Redis Streams transport: sending, consumer-group work queues and ordered per-session tails."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from shared import keys
+from shared.metrics import BUS_DELIVERY_SECONDS, MESSAGES_DROPPED
+from shared.schema import DecodeError, Message, decode, encode
+
+log = logging.getLogger(__name__)
+
+# Stream bounds: generous for work queues, about a minute of 20 ms frames for per-session audio.
+WORK_QUEUE_MAXLEN = 10_000
+SESSION_STREAM_MAXLEN = 5_000
+SESSION_TTL_SECONDS = 3_600
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One decoded entry handed to this reader."""
+
+    entry_id: bytes
+    message: Message
+
+
+class Bus:
+    """A connection pool for short commands plus a factory for dedicated blocking readers."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.redis: Redis = Redis.from_url(url)
+
+    def blocking_client(self) -> Redis:
+        """A client of its own for blocking reads: no socket timeout, never shared, safe to abandon."""
+        return Redis.from_url(self.url, socket_timeout=None, single_connection_client=True)
+
+    async def ping(self) -> bool:
+        """Whether Redis answers."""
+        return bool(await self.redis.ping())
+
+    async def send(self, stream: str, message: Message, *, maxlen: int = WORK_QUEUE_MAXLEN) -> bytes:
+        """Append a message to a stream, trimming it approximately to `maxlen`."""
+        entry_id: Any = await self.redis.xadd(stream, encode(message), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+        return bytes(entry_id)
+
+    async def send_to_session(self, stream: str, message: Message) -> bytes:
+        """Append to a per-session stream and keep it expiring, so abandoned sessions clean themselves up."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(stream, encode(message), maxlen=SESSION_STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            pipe.expire(stream, SESSION_TTL_SECONDS)
+            entry_id, _ = await pipe.execute()
+        return entry_id  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        """Release the pool."""
+        await self.redis.aclose()
+
+
+def _observe_delivery(stream_label: str, message: Message) -> None:
+    BUS_DELIVERY_SECONDS.labels(stream=stream_label).observe(max(0.0, time.time() - message.sent_at))
+
+
+def _decode_entries(entries: list[Any], stream_label: str) -> tuple[list[Delivery], list[bytes]]:
+    """Split raw entries into decoded deliveries and ids of entries that were deleted or malformed."""
+    good: list[Delivery] = []
+    bad: list[bytes] = []
+    for entry_id, fields in entries:
+        if entry_id is None:
+            continue
+        if fields is None:  # trimmed away while pending (Redis 6.2 reports it this way)
+            bad.append(entry_id)
+            continue
+        try:
+            message = decode(fields)
+        except DecodeError as exc:
+            log.warning("dropping malformed entry", extra={"stream": stream_label, "error": str(exc)})
+            MESSAGES_DROPPED.labels(reason="malformed").inc()
+            bad.append(entry_id)
+            continue
+        _observe_delivery(stream_label, message)
+        good.append(Delivery(entry_id, message))
+    return good, bad
+
+
+class WorkQueue:
+    """A consumer-group reader: each entry goes to one replica, is acked after handling, and is
+    taken over by another replica when its consumer dies (XAUTOCLAIM), up to `max_deliveries`."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        label: str,
+        block_ms: int = 1000,
+        claim_idle_ms: int = 15_000,
+        max_deliveries: int = 5,
+    ) -> None:
+        self.bus = bus
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.label = label
+        self.block_ms = block_ms
+        self.claim_idle_ms = claim_idle_ms
+        self.max_deliveries = max_deliveries
+        self._reader = bus.blocking_client()
+        self._claim_cursor: bytes | str = "0-0"
+
+    async def ensure_group(self) -> None:
+        """Create the group (and stream) if missing; entries already waiting are kept for it."""
+        try:
+            await self.bus.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read(self, count: int = 1) -> list[Delivery]:
+        """Block up to `block_ms` for new entries for this consumer."""
+        reply: Any = await self._reader.xreadgroup(
+            self.group, self.consumer, {self.stream: ">"}, count=count, block=self.block_ms
+        )
+        if not reply:
+            return []
+        _, entries = reply[0]
+        good, bad = _decode_entries(entries, self.label)
+        await self._dead_letter(bad)
+        return good
+
+    async def ack(self, entry_id: bytes) -> None:
+        """Mark an entry handled."""
+        await self.bus.redis.xack(self.stream, self.group, entry_id)
+
+    async def keep_alive(self, entry_ids: list[Any]) -> None:
+        """Reset the idle time of entries still being worked on, so nobody claims them (a lease)."""
+        if entry_ids:
+            await self.bus.redis.xclaim(self.stream, self.group, self.consumer, 0, entry_ids, justid=True)
+
+    async def claim_stale(self, count: int = 10) -> list[Delivery]:
+        """Take over entries idle longer than `claim_idle_ms` (their consumer is presumed dead)."""
+        reply: Any = await self.bus.redis.xautoclaim(
+            self.stream, self.group, self.consumer, self.claim_idle_ms, self._claim_cursor, count=count
+        )
+        # Redis 6.2 answers [cursor, entries]; 7.x adds a third element with ids deleted meanwhile.
+        self._claim_cursor = reply[0]
+        entries = reply[1]
+        if not entries:
+            return []
+        good, bad = _decode_entries(entries, self.label)
+        fresh: list[Delivery] = []
+        for delivery in good:
+            if await self._delivery_count(delivery.entry_id) > self.max_deliveries:
+                log.error("dead-lettering poison entry", extra={"stream": self.stream})
+                MESSAGES_DROPPED.labels(reason="poison").inc()
+                bad.append(delivery.entry_id)
+            else:
+                fresh.append(delivery)
+        await self._dead_letter(bad)
+        if fresh:
+            log.info("claimed stale entries", extra={"stream": self.stream, "count": len(fresh)})
+        return fresh
+
+    async def _delivery_count(self, entry_id: bytes) -> int:
+        pending = await self.bus.redis.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
+        return int(pending[0]["times_delivered"]) if pending else 0
+
+    async def _dead_letter(self, entry_ids: list[bytes]) -> None:
+        for entry_id in entry_ids:
+            await self.bus.redis.xadd(
+                keys.DEAD_LETTERS,
+                {b"stream": self.stream.encode(), b"entry_id": entry_id},
+                maxlen=1000,
+                approximate=True,
+            )
+            await self.ack(entry_id)
+
+    async def close(self) -> None:
+        """Drop the dedicated reader connection."""
+        await self._reader.aclose()
+
+
+class StreamTail:
+    """Reads one stream in order with plain XREAD from a known position (no group: one owner)."""
+
+    def __init__(
+        self, bus: Bus, stream: str, *, label: str, last_id: bytes | str = "0-0", block_ms: int = 1000
+    ):
+        self.stream = stream
+        self.label = label
+        self.last_id: bytes | str = last_id
+        self.block_ms = block_ms
+        self._reader = bus.blocking_client()
+
+    async def read(self, count: int = 200) -> list[Delivery]:
+        """Block up to `block_ms` for entries after the last one returned."""
+        reply: Any = await self._reader.xread({self.stream: self.last_id}, count=count, block=self.block_ms)
+        if not reply:
+            return []
+        _, entries = reply[0]
+        self.last_id = entries[-1][0]
+        good, _ = _decode_entries(entries, self.label)
+        return good
+
+    async def close(self) -> None:
+        """Drop the dedicated reader connection."""
+        await self._reader.aclose()

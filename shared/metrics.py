@@ -1,0 +1,46 @@
+"""Prometheus metrics, one prefix, base units; no unbounded labels (never a session id)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+_BUS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+BUS_DELIVERY_SECONDS = Histogram(
+    "voxmesh_bus_delivery_seconds",
+    "Time from send to receipt of a bus message.",
+    ["stream"],
+    buckets=_BUS_BUCKETS,
+)
+MESSAGES_DROPPED = Counter("voxmesh_messages_dropped_total", "Bus messages dropped, by reason.", ["reason"])
+HANDLER_ERRORS = Counter("voxmesh_handler_errors_total", "Work items whose handler failed.", ["service"])
+
+ASR_FINAL_SECONDS = Histogram(
+    "voxmesh_asr_final_latency_seconds",
+    "End of user speech to final transcript sent.",
+    buckets=_LATENCY_BUCKETS,
+)
+ASR_SESSIONS = Gauge("voxmesh_asr_sessions_owned", "Sessions whose audio this ASR replica owns.")
+LLM_FIRST_TOKEN_SECONDS = Histogram(
+    "voxmesh_llm_first_token_seconds",
+    "Reply request received to first generated text.",
+    buckets=_LATENCY_BUCKETS,
+)
+LLM_FIRST_PHRASE_SECONDS = Histogram(
+    "voxmesh_llm_first_phrase_seconds",
+    "Reply request received to first phrase sent to TTS.",
+    buckets=_LATENCY_BUCKETS,
+)
+TTS_FIRST_BYTE_SECONDS = Histogram(
+    "voxmesh_tts_first_byte_seconds",
+    "Phrase received to its first audio chunk sent.",
+    buckets=_LATENCY_BUCKETS,
+)
+TURN_FIRST_AUDIO_SECONDS = Histogram(
+    "voxmesh_turn_first_audio_seconds",
+    "End of user speech to first reply audio sent to the client.",
+    buckets=_LATENCY_BUCKETS,
+)
+GATEWAY_SESSIONS = Gauge("voxmesh_gateway_sessions_active", "Open WebSocket sessions on this gateway.")
+GATEWAY_CLIENT_ERRORS = Counter(
+    "voxmesh_gateway_client_errors_total", "Client messages rejected, by reason.", ["reason"]
+)

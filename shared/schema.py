@@ -1,0 +1,174 @@
+"""Every message that crosses Redis: one closed union, encoded and decoded only here."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+# Field names inside a stream entry. Audio travels raw in its own field, never inside the JSON.
+FIELD_DATA = b"data"
+FIELD_AUDIO = b"audio"
+
+
+class BusMessage(BaseModel):
+    """Common envelope: who it belongs to, which turn, and its place in the sender's sequence."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    session_id: str = Field(min_length=1, max_length=64)
+    turn_id: int = Field(ge=0)
+    seq: int = Field(ge=0)
+    sent_at: float = Field(default_factory=time.time)
+
+
+class SessionOpened(BusMessage):
+    """Gateway → ASR dispatch: a new session whose audio stream needs an owner."""
+
+    kind: Literal["session.opened"] = "session.opened"
+    sample_rate: int = 16000
+
+
+class AudioFrame(BusMessage):
+    """Gateway → ASR (per-session stream): one chunk of the user's PCM, s16le mono."""
+
+    kind: Literal["audio.frame"] = "audio.frame"
+    audio: bytes = Field(exclude=True)
+
+
+class SessionClosed(BusMessage):
+    """Gateway → ASR (per-session stream): the client is gone; the owner releases the session."""
+
+    kind: Literal["session.closed"] = "session.closed"
+
+
+class SpeechStarted(BusMessage):
+    """ASR → gateway: the user started talking (the gateway opens a new turn, which cancels the old)."""
+
+    kind: Literal["speech.started"] = "speech.started"
+    at_ms: int = Field(ge=0)
+
+
+class TranscriptFinal(BusMessage):
+    """ASR → gateway: the final text of one utterance."""
+
+    kind: Literal["transcript.final"] = "transcript.final"
+    text: str
+    speech_ended_at: float
+    """Wall-clock time the user stopped talking: the start of the turn's latency budget."""
+
+
+class ReplyRequested(BusMessage):
+    """Gateway → LLM work queue: answer the user's utterance for this turn."""
+
+    kind: Literal["reply.requested"] = "reply.requested"
+    text: str
+    output_sample_rate: int = 16000
+    speech_ended_at: float
+
+
+class ReplyPhrase(BusMessage):
+    """LLM → TTS work queue and gateway: one speakable phrase of the reply; `seq` is its index."""
+
+    kind: Literal["reply.phrase"] = "reply.phrase"
+    text: str
+    output_sample_rate: int = 16000
+
+
+class ReplyDone(BusMessage):
+    """LLM → gateway: the reply is complete after `phrase_count` phrases."""
+
+    kind: Literal["reply.done"] = "reply.done"
+    phrase_count: int = Field(ge=0)
+
+
+class AudioChunk(BusMessage):
+    """TTS → gateway: reply PCM for phrase `phrase_seq`; `seq` is the chunk's index within the phrase."""
+
+    kind: Literal["audio.chunk"] = "audio.chunk"
+    phrase_seq: int = Field(ge=0)
+    sample_rate: int
+    audio: bytes = Field(exclude=True)
+
+
+class PhraseAudioDone(BusMessage):
+    """TTS → gateway: phrase `phrase_seq` is fully synthesized in `chunk_count` chunks."""
+
+    kind: Literal["phrase.audio_done"] = "phrase.audio_done"
+    phrase_seq: int = Field(ge=0)
+    chunk_count: int = Field(ge=0)
+
+
+class Cancel(BusMessage):
+    """Gateway → every replica (broadcast): all work of turns older than `turn_id` is stale."""
+
+    kind: Literal["cancel"] = "cancel"
+
+
+class ServiceError(BusMessage):
+    """Any service → gateway: a turn failed; the client gets an error event."""
+
+    kind: Literal["error"] = "error"
+    code: str
+    message: str
+
+
+Message: TypeAlias = Annotated[
+    SessionOpened
+    | AudioFrame
+    | SessionClosed
+    | SpeechStarted
+    | TranscriptFinal
+    | ReplyRequested
+    | ReplyPhrase
+    | ReplyDone
+    | AudioChunk
+    | PhraseAudioDone
+    | Cancel
+    | ServiceError,
+    Field(discriminator="kind"),
+]
+
+_ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
+
+
+class DecodeError(ValueError):
+    """A stream entry or channel payload that is not a valid message."""
+
+
+def encode(message: Message) -> dict[bytes, bytes]:
+    """Turn a message into stream-entry fields: JSON envelope plus raw audio where there is any."""
+    fields = {FIELD_DATA: message.model_dump_json().encode()}
+    if isinstance(message, AudioFrame | AudioChunk):
+        fields[FIELD_AUDIO] = message.audio
+    return fields
+
+
+def decode(fields: dict[bytes, bytes]) -> Message:
+    """Rebuild a message from stream-entry fields; raises DecodeError on anything malformed."""
+    try:
+        payload = json.loads(fields[FIELD_DATA])
+        if not isinstance(payload, dict):
+            raise DecodeError("message payload is not an object")
+        if FIELD_AUDIO in fields:
+            payload["audio"] = fields[FIELD_AUDIO]
+        return _ADAPTER.validate_python(payload)
+    except (KeyError, ValueError, ValidationError) as exc:
+        if isinstance(exc, DecodeError):
+            raise
+        raise DecodeError(f"malformed bus message: {type(exc).__name__}") from exc
+
+
+def encode_broadcast(message: Cancel) -> bytes:
+    """Payload for the pub/sub cancel channel (no audio ever travels there)."""
+    return message.model_dump_json().encode()
+
+
+def decode_broadcast(payload: bytes) -> Cancel:
+    """Parse a cancel-channel payload."""
+    try:
+        return Cancel.model_validate_json(payload)
+    except ValidationError as exc:
+        raise DecodeError("malformed cancel broadcast") from exc

@@ -1,0 +1,30 @@
+"""Settings shared by every service; each service subclasses with its own env prefix."""
+
+import os
+import socket
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_consumer() -> str:
+    # Pod names change on restart; pid keeps two local replicas apart.
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class ServiceSettings(BaseSettings):
+    """Common knobs: where Redis is, where the HTTP side listens, how to log, how leases work."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXMESH_", extra="ignore")
+
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("VOXMESH_REDIS_URL", "REDIS_URL"),
+    )
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    log_level: str = "info"
+    consumer_name: str = Field(default_factory=_default_consumer)
+    claim_idle_ms: int = Field(default=15_000, ge=1000)
+    """An entry idle this long is taken to be abandoned by a dead replica and is taken over."""
+    shutdown_grace_s: float = 10.0

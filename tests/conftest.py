@@ -1,0 +1,48 @@
+"""Shared fixtures: real Redis servers (bundled 6.2 and Debian's 7.x), one per test session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from shared.bus import Bus
+from shared.redis_server import LocalRedisServer, server_binary_for
+
+# The bundled server always exists; Debian's is installed by .ci/run (and `make test`).
+REDIS_SERVERS = ["bundled", "redis-server"]
+_CATEGORIES = {"unit", "integration", "e2e"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test carries exactly one category marker."""
+    for item in items:
+        found = {mark.name for mark in item.iter_markers()} & _CATEGORIES
+        if len(found) != 1:
+            raise pytest.UsageError(f"{item.nodeid} needs exactly one of {sorted(_CATEGORIES)}")
+
+
+def _redis_binary(name: str) -> str:
+    if name != "bundled" and shutil.which(name) is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} must be installed in CI")
+        pytest.skip(f"{name} not installed")
+    return server_binary_for(name)
+
+
+@pytest.fixture(scope="session", params=REDIS_SERVERS)
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """URL of a fresh real Redis server, once per server kind."""
+    with LocalRedisServer(_redis_binary(request.param)) as server:
+        yield server.url
+
+
+@pytest.fixture
+async def bus(redis_url: str) -> AsyncIterator[Bus]:
+    """A bus on a flushed database."""
+    bus = Bus(redis_url)
+    await bus.redis.flushdb()
+    yield bus
+    await bus.close()
