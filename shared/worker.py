@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from shared.bus import Delivery, WorkQueue
 from shared.metrics import MESSAGES_DROPPED
 from shared.schema import Cancel, Message
-from shared.turns import TurnFence
+from shared.turns import CancelListener, TurnFence
 
 log = logging.getLogger(__name__)
 
@@ -149,3 +149,24 @@ class QueueWorker:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def serve_fenced_queue(
+    queue: WorkQueue,
+    handler: Handler,
+    stop: asyncio.Event,
+    *,
+    concurrency: int,
+    grace_s: float,
+) -> None:
+    """Run a QueueWorker whose running jobs are aborted by cancel broadcasts for their session."""
+    fence = TurnFence(queue.bus.redis)
+    worker = QueueWorker(queue, handler, fence=fence, concurrency=concurrency, grace_s=grace_s)
+    listener = CancelListener(queue.bus, fence, worker.on_cancel)
+    try:
+        async with asyncio.TaskGroup() as group:
+            listening = group.create_task(listener.run())
+            await worker.run(stop)
+            listening.cancel()
+    finally:
+        await queue.close()

@@ -41,9 +41,7 @@ async def running(
     grace_s: float = 5.0,
 ) -> AsyncIterator[QueueWorker]:
     """A QueueWorker running in the background until the block ends."""
-    queue = WorkQueue(
-        bus, STREAM, GROUP, consumer, label="test", block_ms=100, claim_idle_ms=claim_idle_ms
-    )
+    queue = WorkQueue(bus, STREAM, GROUP, consumer, label="test", block_ms=100, claim_idle_ms=claim_idle_ms)
     worker = QueueWorker(queue, handler, fence=fence, concurrency=concurrency, grace_s=grace_s)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
@@ -55,8 +53,8 @@ async def running(
         await queue.close()
 
 
-async def _eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def _eventually(condition: Callable[[], bool], within: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
     while not condition():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
@@ -123,18 +121,16 @@ asyncio.run(main())
 async def test_killed_consumer_pending_entries_are_taken_over(bus: Bus, redis_url: str) -> None:
     for seq in range(3):
         await bus.send(STREAM, _request("s1", 0, seq))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _DOOMED_CONSUMER, redis_url, STREAM, GROUP], stdout=subprocess.PIPE
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _DOOMED_CONSUMER, redis_url, STREAM, GROUP, stdout=subprocess.PIPE
     )
     try:
         assert proc.stdout is not None
-        line = await asyncio.to_thread(proc.stdout.readline)
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
         assert line.strip() == b"read 3"
     finally:
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+        await proc.wait()
     pending = await bus.redis.xpending(STREAM, GROUP)
     assert pending["pending"] == 3
 
@@ -152,9 +148,11 @@ async def test_killed_consumer_pending_entries_are_taken_over(bus: Bus, redis_ur
 async def test_cancel_reaches_every_replica(bus: Bus) -> None:
     heard: dict[int, list[Cancel]] = defaultdict(list)
     fences = [TurnFence(bus.redis) for _ in range(3)]
-    listeners = [
-        CancelListener(bus, fence, lambda c, i=i: heard[i].append(c)) for i, fence in enumerate(fences)
-    ]
+
+    def recorder(index: int) -> Callable[[Cancel], None]:
+        return heard[index].append
+
+    listeners = [CancelListener(bus, fence, recorder(i)) for i, fence in enumerate(fences)]
     async with asyncio.TaskGroup() as group:
         tasks = [group.create_task(listener.run()) for listener in listeners]
         for listener in listeners:
@@ -222,4 +220,4 @@ async def test_shutdown_puts_unfinished_work_back(bus: Bus) -> None:
         await asyncio.wait_for(started.wait(), timeout=5)
     assert (await bus.redis.xpending(STREAM, GROUP))["pending"] == 0
     entries = await bus.redis.xrange(STREAM)
-    assert len(entries) == 2, "the unfinished entry is put back for another replica"
+    assert entries is not None and len(entries) == 2, "the unfinished entry is put back for another replica"

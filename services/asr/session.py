@@ -1,0 +1,112 @@
+"""One session's audio, in order: voice activity → utterances → transcripts on the session's output."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from services.asr.endpointer import Endpointer, EndpointerEvent, SpeechEnded
+from services.asr.engine import Recognizer
+from shared import keys
+from shared.bus import Bus, Delivery, StreamTail
+from shared.metrics import ASR_FINAL_SECONDS
+from shared.schema import AudioFrame, Message, SessionClosed, SpeechStarted, TranscriptFinal
+
+log = logging.getLogger(__name__)
+
+_CHECKPOINT_EVERY_S = 0.5
+
+
+class SessionTranscriber:
+    """Owns one session's audio stream from a checkpoint until the session closes.
+
+    The checkpoint is the last entry read while no utterance was in progress and every earlier
+    utterance was transcribed, so a replica that takes over re-reads only the unfinished utterance.
+    """
+
+    def __init__(self, bus: Bus, session_id: str, recognizer: Recognizer, endpointer: Endpointer) -> None:
+        self.bus = bus
+        self.session_id = session_id
+        self.recognizer = recognizer
+        self.endpointer = endpointer
+        self._out = keys.session_out(session_id)
+        self._seq = 0
+        self._utterances: asyncio.Queue[tuple[SpeechEnded, float] | None] = asyncio.Queue()
+        self._pending_utterances = 0
+        self._last_checkpoint = 0.0
+
+    async def run(self) -> None:
+        """Transcribe until SessionClosed; resumes from the checkpoint of a previous owner."""
+        start = await self.bus.redis.get(keys.asr_checkpoint(self.session_id)) or b"0-0"
+        tail = StreamTail(self.bus, keys.audio_in(self.session_id), label="audio_in", last_id=start)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._transcribe_in_order())
+                await self._read_audio(tail)
+                await self._utterances.put(None)
+        finally:
+            await tail.close()
+
+    async def _read_audio(self, tail: StreamTail) -> None:
+        while True:
+            deliveries = await tail.read()
+            audio = b"".join(d.message.audio for d in deliveries if isinstance(d.message, AudioFrame))
+            if audio:
+                # Silero takes ~0.07 ms a window; still, model calls stay off the event loop.
+                events = await asyncio.to_thread(self.endpointer.feed, audio)
+                for event in events:
+                    await self._on_event(event)
+            if any(isinstance(d.message, SessionClosed) for d in deliveries):
+                return
+            await self._maybe_checkpoint(deliveries)
+
+    async def _on_event(self, event: EndpointerEvent) -> None:
+        if isinstance(event, SpeechEnded):
+            # The endpointer is fed in real time, so the audio at its position is "now".
+            ended_at = time.time() - (self.endpointer.position_ms - event.end_ms) / 1000
+            self._pending_utterances += 1
+            await self._utterances.put((event, ended_at))
+        else:
+            turn = await self._current_turn()
+            await self._emit(
+                SpeechStarted(session_id=self.session_id, turn_id=turn, seq=self._seq, at_ms=event.at_ms)
+            )
+
+    async def _transcribe_in_order(self) -> None:
+        while (item := await self._utterances.get()) is not None:
+            utterance, ended_at = item
+            try:
+                text = await self.recognizer.transcribe(utterance.audio)
+            finally:
+                self._pending_utterances -= 1
+            if text:
+                turn = await self._current_turn()
+                await self._emit(
+                    TranscriptFinal(
+                        session_id=self.session_id,
+                        turn_id=turn,
+                        seq=self._seq,
+                        text=text,
+                        speech_ended_at=ended_at,
+                    )  # fmt: skip
+                )
+                ASR_FINAL_SECONDS.observe(time.time() - ended_at)
+            log.debug("utterance transcribed", extra={"session_id": self.session_id, "chars": len(text)})
+
+    async def _maybe_checkpoint(self, deliveries: list[Delivery]) -> None:
+        now = time.monotonic()
+        if not deliveries or self.endpointer.in_speech or self._pending_utterances:
+            return
+        if now - self._last_checkpoint < _CHECKPOINT_EVERY_S:
+            return
+        self._last_checkpoint = now
+        await self.bus.redis.set(keys.asr_checkpoint(self.session_id), deliveries[-1].entry_id, ex=3600)
+
+    async def _current_turn(self) -> int:
+        raw = await self.bus.redis.get(keys.turn_counter(self.session_id))
+        return int(raw) if raw is not None else 0
+
+    async def _emit(self, message: Message) -> None:
+        self._seq += 1
+        await self.bus.send_to_session(self._out, message)

@@ -1,0 +1,20 @@
+"""ASR service settings (env prefix VOXMESH_ASR_)."""
+
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class AsrSettings(ServiceSettings):
+    """Model, endpointing and capacity knobs for speech recognition."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXMESH_ASR_", extra="ignore")
+
+    http_port: int = 8001
+    model_path: str | None = None
+    """A CTranslate2 Whisper folder; default: the bundled tiny.en."""
+    cpu_threads: int = 2
+    max_sessions: int = 64
+    min_silence_ms: int = 400
+    """Silence after speech that ends an utterance: the main lever on reply latency."""
+    shutdown_grace_s: float = 2.0

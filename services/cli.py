@@ -1,0 +1,49 @@
+"""The `voxmesh` command: `up`, one service (`gateway|asr|llm|tts`), or `talk`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    from services.talk import add_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="voxmesh", description="Realtime voice assistant over Redis Streams."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start Redis and all four services; Ctrl-C stops them")
+    up.add_argument("--port", type=int, default=8000, help="gateway port (default 8000)")
+    up.add_argument("--host", default="127.0.0.1", help="gateway address (default 127.0.0.1)")
+    for name in ("gateway", "asr", "llm", "tts"):
+        commands.add_parser(name, help=f"run the {name} service (configured by VOXMESH_{name.upper()}_* env)")
+    add_arguments(commands.add_parser("talk", help="speak a WAV to a running gateway, save the reply"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to the chosen command."""
+    args = _parser().parse_args(argv)
+    if args.command == "up":
+        from services.up import up
+
+        return up(args.host, args.port)
+    if args.command == "talk":
+        from services.talk import run
+
+        return run(args)
+    if args.command == "gateway":
+        from services.gateway.__main__ import main as service_main
+    elif args.command == "asr":
+        from services.asr.__main__ import main as service_main
+    elif args.command == "llm":
+        from services.llm.__main__ import main as service_main
+    else:
+        from services.tts.__main__ import main as service_main
+    service_main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Gateway settings (env prefix VOXMESH_GATEWAY_)."""
+
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    """Limits and policy for client WebSocket sessions."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXMESH_GATEWAY_", extra="ignore")
+
+    http_port: int = 8000
+    allowed_origins: list[str] = []
+    """Browser origins allowed besides the gateway's own; "*" allows any (not for production)."""
+    max_sessions: int = 200
+    max_frame_bytes: int = 32_000
+    """Largest PCM frame accepted (1 s at 16 kHz); larger ones get a `frame_too_large` error."""
+    ws_max_message_bytes: int = 1 << 20
+    """Transport limit: a bigger WebSocket message closes the connection with 1009."""
+    input_rate_factor: float = 1.5
+    """Input faster than this multiple of real time is dropped with a `rate_limited` error."""
+    idle_timeout_s: float = 300.0
+    shutdown_grace_s: float = 20.0

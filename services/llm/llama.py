@@ -1,0 +1,176 @@
+"""Local generation with llama.cpp, streamed from a worker thread into the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import cast
+
+import llama_cpp
+from llama_cpp import Llama
+from llama_cpp.llama_types import ChatCompletionRequestMessage
+
+from services.llm.engine import ChatMessage, GenerationError
+
+log = logging.getLogger(__name__)
+
+# Chat-template tokens around each message; a generous guess keeps trimming on the safe side.
+_PER_MESSAGE_OVERHEAD = 8
+
+
+def _safe_ubatch(requested: int) -> int:
+    """Largest decode batch this llama.cpp build survives."""
+    # ggml's AMX matmul segfaults on batches > 1 (ggml-org/llama.cpp#20824; reproduced here on Xeon with
+    # -march=native builds). One token at a time is safe and, with AMX, decodes ~2x faster anyway.
+    if requested > 1 and b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info():
+        log.warning("llama.cpp built with AMX: decoding one token per batch to avoid its matmul crash")
+        return 1
+    return requested
+
+
+class LlamaCppGenerator:
+    """Generator on a GGUF model; one generation at a time, each stoppable within one token."""
+
+    name = "llama.cpp"
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        n_threads: int | None = None,
+        n_ctx: int = 2048,
+        max_tokens: int = 256,
+        temperature: float = 0.2,
+        repeat_penalty: float = 1.1,
+        n_ubatch: int = 512,
+        warm_up: bool = True,
+    ) -> None:
+        """Load the model (blocking: call from a thread or before the event loop starts)."""
+        # Every llama.cpp call (load, warm-up, decode, free) runs on this one worker thread. Contexts are not
+        # thread-safe, and compute from a second thread starts a second OpenMP pool: measured here, decoding
+        # then drops from ~260 to ~34 tokens/s for good, as both pools spin on the two cores.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
+        self._llama = self._executor.submit(
+            Llama,
+            model_path=model_path,
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_ubatch=_safe_ubatch(n_ubatch),
+            verbose=False,
+        ).result()
+        self._n_ctx = n_ctx
+        self._max_tokens = max_tokens
+        # SmolLM2-135M wanders when hot: on 24 sampled test questions, 0.2 with repeat penalty 1.1 answered 22
+        # right, 0.7 answered 18 and drifted into French 4 times.
+        self._temperature = temperature
+        self._repeat_penalty = repeat_penalty
+        self._lock = asyncio.Lock()
+        if warm_up:
+            # The first call pays for buffer allocation; pay it at load, not on the first user turn.
+            self._executor.submit(
+                self._llama.create_chat_completion, [{"role": "user", "content": "Hi"}], max_tokens=1
+            ).result()
+
+    @property
+    def busy(self) -> bool:
+        """Whether a generation holds the model (its worker thread may still be running)."""
+        return self._lock.locked()
+
+    async def stream(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+        """Yield reply deltas; on cancel or early close the worker stops at its next token."""
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue[str | None] = asyncio.Queue()  # None marks the end
+            stop = threading.Event()
+
+            def emit(item: str | None) -> None:
+                try:
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+                except RuntimeError:  # the loop is gone: nobody is listening any more
+                    stop.set()
+
+            future = loop.run_in_executor(self._executor, self._generate, list(messages), stop, emit)
+            try:
+                while (item := await queue.get()) is not None:
+                    yield item
+                await future
+            except Exception as exc:
+                raise GenerationError(f"llama.cpp generation failed: {exc}") from exc
+            finally:
+                stop.set()
+                # Holding the lock until the worker is idle keeps the next turn from queueing behind it.
+                await _wait_done(future)
+
+    def close(self) -> None:
+        """Stop the worker thread and free the model (blocking)."""
+        self._executor.submit(self._llama.close).result()
+        self._executor.shutdown(wait=True)
+
+    def _generate(
+        self, messages: list[ChatMessage], stop: threading.Event, emit: Callable[[str | None], None]
+    ) -> None:
+        """Worker thread: run one completion, handing each delta to the loop until done or stopped."""
+        try:
+            if stop.is_set():
+                return
+            chunks = self._llama.create_chat_completion(
+                messages=self._fit_context(messages),
+                stream=True,
+                max_tokens=self._max_tokens,
+                temperature=self._temperature,
+                repeat_penalty=self._repeat_penalty,
+            )
+            if not isinstance(chunks, Iterator):
+                raise GenerationError("llama.cpp did not return a stream")
+            try:
+                for chunk in chunks:
+                    if stop.is_set():
+                        break
+                    text = chunk["choices"][0]["delta"].get("content")
+                    if isinstance(text, str) and text:
+                        emit(text)
+            finally:
+                # Closing the generator is what ends llama.cpp's decode loop when we break out early.
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
+        finally:
+            emit(None)
+
+    def _fit_context(self, messages: list[ChatMessage]) -> list[ChatCompletionRequestMessage]:
+        """Drop the oldest non-system turns until the prompt leaves room for max_tokens."""
+        budget = self._n_ctx - self._max_tokens
+
+        def cost(m: ChatMessage) -> int:
+            return len(self._llama.tokenize(m.text.encode(), add_bos=False)) + _PER_MESSAGE_OVERHEAD
+
+        system = [m for m in messages if m.role == "system"]
+        budget -= sum(cost(m) for m in system)
+        kept: list[ChatMessage] = []
+        for m in reversed([m for m in messages if m.role != "system"]):
+            budget -= cost(m)
+            if budget < 0 and kept:
+                break
+            kept.append(m)
+        return [
+            cast(ChatCompletionRequestMessage, {"role": m.role, "content": m.text})
+            for m in (*system, *reversed(kept))
+        ]
+
+
+async def _wait_done(future: asyncio.Future[None]) -> None:
+    """Wait for the worker even if cancelled meanwhile, then let that cancel propagate."""
+    cancelled: asyncio.CancelledError | None = None
+    while not future.done():
+        try:
+            # asyncio.wait never cancels the future it watches, so the worker is not abandoned.
+            await asyncio.wait({future})
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    if not future.cancelled():
+        future.exception()  # retrieved here; the happy path already raised it
+    if cancelled is not None:
+        raise cancelled

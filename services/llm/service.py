@@ -1,0 +1,128 @@
+"""LLM service loop: answer each reply request as a stream of speakable phrases."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from services.llm.engine import ChatMessage, GenerationError, Generator, build_generator
+from services.llm.history import append_exchange, load_history
+from services.llm.phrases import PhraseChunker
+from services.llm.settings import LlmSettings
+from shared import keys
+from shared.bus import Bus, WorkQueue
+from shared.metrics import HANDLER_ERRORS, LLM_FIRST_PHRASE_SECONDS, LLM_FIRST_TOKEN_SECONDS
+from shared.schema import Message, ReplyDone, ReplyPhrase, ReplyRequested, ServiceError, encode
+from shared.worker import serve_fenced_queue
+
+log = logging.getLogger(__name__)
+
+
+class LlmService:
+    """Takes reply requests from the shared queue; each phrase goes to TTS the moment it is complete."""
+
+    name = "llm"
+
+    def __init__(self, settings: LlmSettings, bus: Bus, generator: Generator | None = None) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.generator = generator
+
+    async def load(self) -> None:
+        """Build the generator (loading local weights off the event loop) unless one was given."""
+        if self.generator is None:
+            s = self.settings
+            self.generator = await asyncio.to_thread(
+                lambda: build_generator(
+                    gemini_api_key=s.gemini_key(),
+                    gemini_model=s.gemini_model,
+                    gemini_base_url=s.gemini_base_url,
+                    model_path=s.model_path,
+                    n_threads=s.n_threads,
+                    max_tokens=s.max_tokens,
+                )  # fmt: skip
+            )
+        log.info("generator ready", extra={"engine": self.generator.name})
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve reply requests until stopped."""
+        queue = WorkQueue(
+            self.bus, keys.LLM_REQUESTS, keys.LLM_GROUP, self.settings.consumer_name,
+            label="llm_requests", claim_idle_ms=self.settings.claim_idle_ms,
+        )  # fmt: skip
+        await serve_fenced_queue(
+            queue, self.reply, stop,
+            concurrency=self.settings.concurrency, grace_s=self.settings.shutdown_grace_s,
+        )  # fmt: skip
+
+    async def reply(self, message: Message) -> None:
+        """Generate the reply for one request; aborted (cancelled) when its turn goes stale."""
+        if not isinstance(message, ReplyRequested):
+            log.warning("unexpected message on LLM queue", extra={"kind": message.kind})
+            return
+        assert self.generator is not None, "load() first"
+        history = await load_history(self.bus.redis, message.session_id)
+        prompt = [
+            ChatMessage("system", self.settings.system_prompt),
+            *history,
+            ChatMessage("user", message.text),
+        ]
+        spoken: list[str] = []
+        try:
+            await self._stream_phrases(message, prompt, spoken)
+        except GenerationError as exc:
+            HANDLER_ERRORS.labels(service="llm").inc()
+            log.warning("generation failed", extra={"session_id": message.session_id, "error": str(exc)})
+            await self._send_out(
+                message, ServiceError(**_ids(message), seq=0, code="turn_failed", message=str(exc))
+            )
+            return
+        finally:
+            # Kept even when interrupted, so the next turn knows what the assistant had started to say.
+            await asyncio.shield(
+                append_exchange(
+                    self.bus.redis,
+                    message.session_id,
+                    message.text,
+                    " ".join(spoken),
+                    self.settings.history_messages,
+                )  # fmt: skip
+            )
+        await self._send_out(message, ReplyDone(**_ids(message), seq=0, phrase_count=len(spoken)))
+
+    async def _stream_phrases(
+        self, request: ReplyRequested, prompt: list[ChatMessage], spoken: list[str]
+    ) -> None:
+        assert self.generator is not None
+        started = time.monotonic()
+        chunker = PhraseChunker()
+        first_token = True
+        async for delta in self.generator.stream(prompt):
+            if first_token:
+                LLM_FIRST_TOKEN_SECONDS.observe(time.monotonic() - started)
+                first_token = False
+            for phrase in chunker.push(delta):
+                await self._send_phrase(request, len(spoken), phrase, started)
+                spoken.append(phrase)
+        for phrase in chunker.flush():
+            await self._send_phrase(request, len(spoken), phrase, started)
+            spoken.append(phrase)
+
+    async def _send_phrase(self, request: ReplyRequested, seq: int, text: str, started: float) -> None:
+        phrase = ReplyPhrase(
+            **_ids(request), seq=seq, text=text, output_sample_rate=request.output_sample_rate
+        )
+        async with self.bus.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(keys.TTS_REQUESTS, encode(phrase), maxlen=10_000, approximate=True)  # type: ignore[arg-type]
+            pipe.xadd(keys.session_out(request.session_id), encode(phrase), maxlen=5_000, approximate=True)  # type: ignore[arg-type]
+            await pipe.execute()
+        if seq == 0:
+            LLM_FIRST_PHRASE_SECONDS.observe(time.monotonic() - started)
+
+    async def _send_out(self, request: ReplyRequested, message: Message) -> None:
+        await self.bus.send_to_session(keys.session_out(request.session_id), message)
+
+
+def _ids(message: Message) -> dict[str, str | int]:
+    return {"session_id": message.session_id, "turn_id": message.turn_id}

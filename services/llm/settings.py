@@ -1,0 +1,39 @@
+"""LLM service settings (env prefix VOXMESH_LLM_; the Gemini key also from GEMINI_API_KEY/GOOGLE_API_KEY)."""
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class LlmSettings(ServiceSettings):
+    """Which model answers, how it is prompted, and how much history it sees."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXMESH_LLM_", extra="ignore")
+
+    http_port: int = 8002
+    gemini_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("VOXMESH_LLM_GEMINI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    )
+    gemini_api_key_file: Path | None = None
+    """A mounted secret holding the key (Kubernetes/compose secrets); used when no key is in the env."""
+    gemini_model: str = "gemini-2.5-flash"
+    gemini_base_url: str | None = None
+    model_path: str | None = None
+    """A GGUF file for llama.cpp; default: the bundled SmolLM2-135M-Instruct."""
+    n_threads: int = 2
+    max_tokens: int = 160
+    system_prompt: str = "You are a helpful assistant."
+    history_messages: int = 20
+    concurrency: int = 1
+
+    def gemini_key(self) -> str | None:
+        """The Gemini key from the env or the secret file, if any."""
+        if self.gemini_api_key is not None:
+            return self.gemini_api_key.get_secret_value()
+        if self.gemini_api_key_file is not None:
+            return self.gemini_api_key_file.read_text().strip() or None
+        return None

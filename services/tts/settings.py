@@ -1,0 +1,16 @@
+"""TTS service settings (env prefix VOXMESH_TTS_)."""
+
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class TtsSettings(ServiceSettings):
+    """Voice and capacity knobs for speech synthesis."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXMESH_TTS_", extra="ignore")
+
+    http_port: int = 8003
+    chunk_ms: int = 100
+    """Largest audio chunk put on the bus: small enough to start playback early."""
+    concurrency: int = 1

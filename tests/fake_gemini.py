@@ -1,0 +1,147 @@
+"""A local HTTP server speaking Gemini's streamGenerateContent SSE wire format, for the real SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+_STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 500: "INTERNAL"}
+_SUFFIX = ":streamGenerateContent"
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedRequest:
+    """One generate request as the server saw it."""
+
+    path: str
+    model: str
+    body: dict[str, Any]
+
+
+class FakeGeminiServer:
+    """Gemini look-alike on 127.0.0.1 (uvicorn in a thread, so it serves sync and async callers alike).
+
+    Attributes may be changed between requests: `reply`, `delay_s` (before each chunk), `fail_status`.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str = "fake-key",
+        reply: str = "Paris is the capital of France. It is known for the Eiffel Tower.",
+        words_per_chunk: int = 3,
+        delay_s: float = 0.0,
+        fail_status: int | None = None,
+    ) -> None:
+        self.api_key = api_key
+        self.reply = reply
+        self.words_per_chunk = words_per_chunk
+        self.delay_s = delay_s
+        self.fail_status = fail_status
+        self.requests: list[ReceivedRequest] = []
+        self.base_url = ""
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Bind a free port and serve until stop()."""
+        # Binding here (not in uvicorn) makes the port known before the thread starts, with no race.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["POST"])])
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="off", ws="none", http="h11"
+        )
+        config.timeout_graceful_shutdown = 1
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-gemini", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("fake Gemini server failed to start")
+            time.sleep(0.01)
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        """Shut the server down and join its thread."""
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+        self._server = self._thread = None
+
+    def __enter__(self) -> FakeGeminiServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> FakeGeminiServer:
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+    def chunks(self) -> list[str]:
+        """The reply split as it will be streamed (each piece keeps its leading space)."""
+        words = self.reply.split(" ")
+        n = max(1, self.words_per_chunk)
+        return [
+            " ".join(words[i : i + n]) + (" " if i + n < len(words) else "") for i in range(0, len(words), n)
+        ]
+
+    async def _handle(self, request: Request) -> Response:
+        path = request.url.path
+        if not path.endswith(_SUFFIX) or "/models/" not in path:
+            return _error(404, f"unknown method {path}")
+        if request.headers.get("x-goog-api-key") != self.api_key:
+            return _error(401, "API key not valid. Please pass a valid API key.")
+        model = path.rsplit("/models/", 1)[1].removesuffix(_SUFFIX)
+        self.requests.append(ReceivedRequest(path=path, model=model, body=await request.json()))
+        if self.fail_status is not None:
+            return _error(self.fail_status, "fake failure")
+        if request.query_params.get("alt") != "sse":
+            return _error(400, "only alt=sse is implemented")
+        return StreamingResponse(self._events(model), media_type="text/event-stream")
+
+    async def _events(self, model: str) -> AsyncIterator[str]:
+        pieces = self.chunks()
+        for i, piece in enumerate(pieces):
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            candidate: dict[str, Any] = {"content": {"parts": [{"text": piece}], "role": "model"}, "index": 0}
+            chunk: dict[str, Any] = {"candidates": [candidate], "modelVersion": model, "responseId": "fake"}
+            if i == len(pieces) - 1:
+                candidate["finishReason"] = "STOP"
+                words = len(self.reply.split())
+                chunk["usageMetadata"] = {
+                    "promptTokenCount": 8,
+                    "candidatesTokenCount": words,
+                    "totalTokenCount": 8 + words,
+                }
+            yield f"data: {json.dumps(chunk)}\n\n"
+
+
+def _error(code: int, message: str) -> JSONResponse:
+    status = _STATUS_NAMES.get(code, "UNKNOWN")
+    return JSONResponse({"error": {"code": code, "message": message, "status": status}}, status_code=code)

@@ -1,0 +1,158 @@
+"""Endpointer against a fake detector that scores windows from a scripted timeline."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from services.asr.endpointer import (
+    SAMPLE_RATE,
+    Endpointer,
+    EndpointerConfig,
+    EndpointerEvent,
+    SpeechEnded,
+    SpeechStarted,
+)
+
+pytestmark = pytest.mark.unit
+
+WINDOW_MS = 20
+Span = tuple[int, int, float]
+
+
+class ScriptedDetector:
+    """Scores the window starting at t ms with the probability of the span holding t (else 0)."""
+
+    window_samples = SAMPLE_RATE * WINDOW_MS // 1000
+
+    def __init__(self, *spans: Span) -> None:
+        self.spans = spans
+        self.windows = 0
+        self.resets = 0
+
+    def speech_probability(self, window: npt.NDArray[np.float32]) -> float:
+        assert window.dtype == np.float32
+        assert window.shape == (self.window_samples,)
+        t = self.windows * WINDOW_MS
+        self.windows += 1
+        return next((p for start, end, p in self.spans if start <= t < end), 0.0)
+
+    def reset(self) -> None:
+        self.windows = 0
+        self.resets += 1
+
+
+def stream(ms: int) -> bytes:
+    """PCM whose samples count up, so any slice of it can be located."""
+    return (np.arange(ms * SAMPLE_RATE // 1000) % 30_000).astype("<i2").tobytes()
+
+
+def cut(pcm: bytes, start_ms: int, end_ms: int) -> bytes:
+    return pcm[start_ms * 32 : end_ms * 32]  # 32 bytes per ms at 16 kHz s16le
+
+
+def run(total_ms: int, *spans: Span, config: EndpointerConfig | None = None) -> list[EndpointerEvent]:
+    return Endpointer(ScriptedDetector(*spans), config).feed(stream(total_ms))
+
+
+def test_one_utterance_positions_pre_roll_and_trailing_silence() -> None:
+    pcm = stream(3000)
+    events = run(3000, (500, 1500, 0.9))
+
+    assert events == [
+        SpeechStarted(at_ms=500),
+        SpeechEnded(audio=cut(pcm, 300, 1650), start_ms=500, end_ms=1500),
+    ]
+
+
+def test_events_fire_once_min_speech_and_min_silence_have_passed() -> None:
+    pcm = stream(3000)
+    endpointer = Endpointer(ScriptedDetector((500, 1500, 0.9)))
+    fired_at: dict[type, int] = {}
+    for t in range(0, 3000, WINDOW_MS):
+        for event in endpointer.feed(cut(pcm, t, t + WINDOW_MS)):
+            fired_at[type(event)] = t + WINDOW_MS
+        assert endpointer.in_speech == (600 <= t + WINDOW_MS < 1900)
+
+    # 96 ms of speech needs 5 windows of 20 ms; 400 ms of silence after the last speech window at 1500.
+    assert fired_at == {SpeechStarted: 600, SpeechEnded: 1900}
+
+
+def test_pre_roll_is_shorter_when_speech_starts_early() -> None:
+    pcm = stream(2000)
+    events = run(2000, (100, 1000, 0.9))
+
+    assert events[1] == SpeechEnded(audio=cut(pcm, 0, 1150), start_ms=100, end_ms=1000)
+
+
+@pytest.mark.parametrize("blip", [(500, 540, 0.9), (500, 560, 0.9), (500, 580, 0.9)])
+def test_a_short_blip_does_not_start_speech(blip: Span) -> None:
+    assert run(2000, blip) == []
+
+
+def test_dips_between_thresholds_and_short_pauses_do_not_split() -> None:
+    pcm = stream(3000)
+    spans = [(500, 800, 0.9), (800, 900, 0.4), (900, 1200, 0.9), (1200, 1500, 0.1), (1500, 1800, 0.9)]
+    events = run(3000, *spans)
+
+    assert events == [
+        SpeechStarted(at_ms=500),
+        SpeechEnded(audio=cut(pcm, 300, 1950), start_ms=500, end_ms=1800),
+    ]
+
+
+def test_weak_onset_below_start_threshold_does_not_start() -> None:
+    assert run(2000, (500, 1500, 0.4)) == []
+
+
+def test_max_utterance_forces_an_end_and_speech_goes_on() -> None:
+    pcm = stream(6000)
+    events = run(6000, (500, 5000, 0.9), config=EndpointerConfig(max_utterance_ms=2000))
+
+    # Audio already delivered is never repeated as the next utterance's pre-roll.
+    assert events == [
+        SpeechStarted(at_ms=500),
+        SpeechEnded(audio=cut(pcm, 300, 2500), start_ms=500, end_ms=2500),
+        SpeechStarted(at_ms=2500),
+        SpeechEnded(audio=cut(pcm, 2500, 4500), start_ms=2500, end_ms=4500),
+        SpeechStarted(at_ms=4500),
+        SpeechEnded(audio=cut(pcm, 4500, 5150), start_ms=4500, end_ms=5000),
+    ]
+
+
+def test_odd_sized_chunks_give_the_same_events_as_one_buffer() -> None:
+    spans = [(300, 1100, 0.9), (1900, 1940, 0.9), (2500, 4000, 0.8)]
+    pcm = stream(5000)
+    whole = Endpointer(ScriptedDetector(*spans)).feed(pcm)
+
+    rng = random.Random(7)
+    endpointer = Endpointer(ScriptedDetector(*spans))
+    pieces: list[EndpointerEvent] = []
+    offset = 0
+    while offset < len(pcm):
+        size = rng.randint(1, 1001)  # odd sizes split samples across chunks
+        pieces += endpointer.feed(pcm[offset : offset + size])
+        offset += size
+
+    assert len(whole) == 4
+    assert pieces == whole
+
+
+def test_reset_drops_the_utterance_and_restarts_positions() -> None:
+    detector = ScriptedDetector((500, 1500, 0.9))
+    endpointer = Endpointer(detector)
+    assert endpointer.feed(stream(1000)) == [SpeechStarted(at_ms=500)]
+    assert endpointer.in_speech
+
+    endpointer.reset()
+
+    assert not endpointer.in_speech
+    assert detector.resets == 2  # once at construction, once now
+    assert endpointer.feed(stream(3000))[0] == SpeechStarted(at_ms=500)
+
+
+def test_speech_ended_repr_leaves_out_the_audio() -> None:
+    assert repr(SpeechEnded(audio=b"\0" * 64, start_ms=1, end_ms=2)) == "SpeechEnded(start_ms=1, end_ms=2)"
