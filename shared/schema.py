@@ -155,7 +155,7 @@ def decode(fields: dict[bytes, bytes]) -> Message:
         if FIELD_AUDIO in fields:
             payload["audio"] = fields[FIELD_AUDIO]
         return _ADAPTER.validate_python(payload)
-    except (KeyError, ValueError, ValidationError) as exc:
+    except (KeyError, ValueError, RecursionError, ValidationError) as exc:
         if isinstance(exc, DecodeError):
             raise
         raise DecodeError(f"malformed bus message: {type(exc).__name__}") from exc

@@ -47,7 +47,7 @@ def parse_client_event(text: str) -> ClientEvent:
     """Parse one text frame; raises ClientEventError with `bad_json` or `unknown_event`."""
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # deep nesting overflows the parser's stack
         raise ClientEventError("bad_json", "text frames must be JSON objects") from exc
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise ClientEventError("bad_json", 'text frames must be JSON objects with a string "type"')

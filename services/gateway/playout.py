@@ -52,7 +52,8 @@ class ReplyAssembler:
             while self._chunk in chunks:
                 out.append(chunks.pop(self._chunk))
                 self._chunk += 1
-            if self._chunk_counts.get(self._phrase) != self._chunk:
+            count = self._chunk_counts.get(self._phrase)
+            if count is None or self._chunk < count:
                 break
             self._pending.pop(self._phrase, None)
             self._phrase += 1
