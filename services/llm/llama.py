@@ -104,6 +104,10 @@ class LlamaCppGenerator:
                 # Holding the lock until the worker is idle keeps the next turn from queueing behind it.
                 await _wait_done(future)
 
+    async def aclose(self) -> None:
+        """Free the model without blocking the event loop."""
+        await asyncio.to_thread(self.close)
+
     def close(self) -> None:
         """Stop the worker thread and free the model (blocking)."""
         self._executor.submit(self._llama.close).result()

@@ -51,10 +51,14 @@ class LlmService:
             self.bus, keys.LLM_REQUESTS, keys.LLM_GROUP, self.settings.consumer_name,
             label="llm_requests", claim_idle_ms=self.settings.claim_idle_ms,
         )  # fmt: skip
-        await serve_fenced_queue(
-            queue, self.reply, stop,
-            concurrency=self.settings.concurrency, grace_s=self.settings.shutdown_grace_s,
-        )  # fmt: skip
+        try:
+            await serve_fenced_queue(
+                queue, self.reply, stop,
+                concurrency=self.settings.concurrency, grace_s=self.settings.shutdown_grace_s,
+            )  # fmt: skip
+        finally:
+            if self.generator is not None:
+                await self.generator.aclose()
 
     async def reply(self, message: Message) -> None:
         """Generate the reply for one request; aborted (cancelled) when its turn goes stale."""
