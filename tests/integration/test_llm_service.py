@@ -41,6 +41,23 @@ async def _run_service(bus: Bus, server: FakeGeminiServer, stop: asyncio.Event) 
     await service.run(stop)
 
 
+def _ask(session_id: str, turn_id: int, text: str) -> ReplyRequested:
+    return ReplyRequested(session_id=session_id, turn_id=turn_id, seq=0, text=text, speech_ended_at=0)
+
+
+async def _answer(bus: Bus, server: FakeGeminiServer, *requests: ReplyRequested) -> list[Message]:
+    """Run the service, send the requests, return the session's output up to the reply's end."""
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as group:
+        group.create_task(_run_service(bus, server, stop))
+        for request in requests:
+            await bus.send(keys.LLM_REQUESTS, request)
+        try:
+            return await _collect_until_done(bus, requests[-1].session_id)
+        finally:
+            stop.set()
+
+
 async def test_gemini_reply_streams_phrases_to_tts_and_gateway(bus: Bus) -> None:
     with FakeGeminiServer(reply=REPLY) as server:
         stop = asyncio.Event()
@@ -70,15 +87,7 @@ async def test_gemini_reply_streams_phrases_to_tts_and_gateway(bus: Bus) -> None
 
 async def test_gemini_failure_becomes_an_error_event(bus: Bus) -> None:
     with FakeGeminiServer(fail_status=500) as server:
-        stop = asyncio.Event()
-        async with asyncio.TaskGroup() as group:
-            group.create_task(_run_service(bus, server, stop))
-            await bus.send(
-                keys.LLM_REQUESTS,
-                ReplyRequested(session_id="s2", turn_id=0, seq=0, text="Hello?", speech_ended_at=0),
-            )
-            out = await _collect_until_done(bus, "s2")
-            stop.set()
+        out = await _answer(bus, server, _ask("s2", 0, "Hello?"))
     errors = [m for m in out if isinstance(m, ServiceError)]
     assert errors and errors[0].code == "turn_failed"
     assert server.api_key not in errors[0].message
@@ -87,18 +96,6 @@ async def test_gemini_failure_becomes_an_error_event(bus: Bus) -> None:
 async def test_request_of_a_stale_turn_is_not_answered(bus: Bus) -> None:
     with FakeGeminiServer(reply=REPLY) as server:
         await open_turn(bus.redis, "s3")  # the user already spoke again: turn 1
-        stop = asyncio.Event()
-        async with asyncio.TaskGroup() as group:
-            group.create_task(_run_service(bus, server, stop))
-            await bus.send(
-                keys.LLM_REQUESTS,
-                ReplyRequested(session_id="s3", turn_id=0, seq=0, text="old", speech_ended_at=0),
-            )
-            await bus.send(
-                keys.LLM_REQUESTS,
-                ReplyRequested(session_id="s3", turn_id=1, seq=0, text="new", speech_ended_at=0),
-            )
-            out = await _collect_until_done(bus, "s3")
-            stop.set()
+        out = await _answer(bus, server, _ask("s3", 0, "old"), _ask("s3", 1, "new"))
     assert {m.turn_id for m in out} == {1}
     assert len(server.requests) == 1
