@@ -30,7 +30,7 @@ async def test_spoken_question_gets_a_spoken_answer(
     assert rate == result.sample_rate and pcm == result.reply_audio
 
 
-async def test_second_turn_in_same_session_history_is_kept(stack: RunningStack, question_wav: Path) -> None:
+async def test_questions_in_a_row_are_all_answered(stack: RunningStack, question_wav: Path) -> None:
     first = await talk(question_wav, url=stack.url, timeout_s=90)
     second = await talk(question_wav, url=stack.url, timeout_s=90)
     assert first.reply_audio and second.reply_audio
