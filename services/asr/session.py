@@ -9,7 +9,7 @@ import time
 from services.asr.endpointer import Endpointer, EndpointerEvent, SpeechEnded
 from services.asr.engine import Recognizer
 from shared import keys
-from shared.bus import Bus, Delivery, StreamTail
+from shared.bus import Bus, StreamTail
 from shared.metrics import ASR_FINAL_SECONDS
 from shared.schema import AudioFrame, Message, SessionClosed, SpeechStarted, TranscriptFinal
 
@@ -35,6 +35,8 @@ class SessionTranscriber:
         self._utterances: asyncio.Queue[tuple[SpeechEnded, float] | None] = asyncio.Queue()
         self._pending_utterances = 0
         self._last_checkpoint = 0.0
+        self._last_read: bytes | None = None
+        self._checkpointed: bytes | None = None
 
     async def run(self) -> None:
         """Transcribe until SessionClosed; resumes from the checkpoint of a previous owner."""
@@ -59,7 +61,9 @@ class SessionTranscriber:
                     await self._on_event(event)
             if any(isinstance(d.message, SessionClosed) for d in deliveries):
                 return
-            await self._maybe_checkpoint(deliveries)
+            if deliveries:
+                self._last_read = deliveries[-1].entry_id
+            await self._maybe_checkpoint()
 
     async def _on_event(self, event: EndpointerEvent) -> None:
         if isinstance(event, SpeechEnded):
@@ -92,16 +96,21 @@ class SessionTranscriber:
                     )  # fmt: skip
                 )
                 ASR_FINAL_SECONDS.observe(time.time() - ended_at)
+            await self._maybe_checkpoint(throttle=False)
             log.debug("utterance transcribed", extra={"session_id": self.session_id, "chars": len(text)})
 
-    async def _maybe_checkpoint(self, deliveries: list[Delivery]) -> None:
-        now = time.monotonic()
-        if not deliveries or self.endpointer.in_speech or self._pending_utterances:
+    async def _maybe_checkpoint(self, *, throttle: bool = True) -> None:
+        """Record how far the audio is fully handled, when no utterance is open or awaiting its text."""
+        if self._last_read is None or self._last_read == self._checkpointed:
             return
-        if now - self._last_checkpoint < _CHECKPOINT_EVERY_S:
+        if self.endpointer.in_speech or self._pending_utterances:
+            return
+        now = time.monotonic()
+        if throttle and now - self._last_checkpoint < _CHECKPOINT_EVERY_S:
             return
         self._last_checkpoint = now
-        await self.bus.redis.set(keys.asr_checkpoint(self.session_id), deliveries[-1].entry_id, ex=3600)
+        self._checkpointed = self._last_read
+        await self.bus.redis.set(keys.asr_checkpoint(self.session_id), self._last_read, ex=3600)
 
     async def _current_turn(self) -> int:
         raw = await self.bus.redis.get(keys.turn_counter(self.session_id))
