@@ -41,6 +41,7 @@ class LlmService:
                     model_path=s.model_path,
                     n_threads=s.n_threads,
                     max_tokens=s.max_tokens,
+                    temperature=s.temperature,
                 )  # fmt: skip
             )
         log.info("generator ready", extra={"engine": self.generator.name})

@@ -26,6 +26,8 @@ class LlmSettings(ServiceSettings):
     """A GGUF file for llama.cpp; default: the bundled SmolLM2-135M-Instruct."""
     n_threads: int = 2
     max_tokens: int = 160
+    temperature: float = 0.0
+    """Greedy by default: the 135M offline model drifts into French when it samples."""
     system_prompt: str = "You are a helpful assistant."
     history_messages: int = 20
     concurrency: int = 1
