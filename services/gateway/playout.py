@@ -23,11 +23,6 @@ class ReplyAssembler:
         """All phrases of the reply are known and released."""
         return self._phrase_count is not None and self._phrase >= self._phrase_count
 
-    @property
-    def active(self) -> bool:
-        """Audio has gone out and the reply has not finished: an interruption must clear playback."""
-        return self.started and not self.ended
-
     def add_chunk(self, phrase_seq: int, chunk_seq: int, audio: bytes) -> list[bytes]:
         """Accept a chunk; returns the audio now releasable, in order."""
         already_out = phrase_seq < self._phrase or (phrase_seq == self._phrase and chunk_seq < self._chunk)

@@ -66,6 +66,8 @@ class GatewaySession:
         self._bucket = TokenBucket(rate=INPUT_SAMPLE_RATE * 2 * settings.input_rate_factor, burst_s=1.0)
         self._last_rate_error = 0.0
         self._speech_ended_at = 0.0
+        # Reply audio goes out faster than real time; the client plays it from a buffer until then.
+        self._playback_ends_at = 0.0
 
     async def run(self) -> None:
         """Serve the session until the client leaves; always releases the session's work."""
@@ -190,7 +192,7 @@ class GatewaySession:
             await self._send_json(error_event(message.code, message.message, turn_id=message.turn_id))
 
     async def _new_turn(self) -> None:
-        interrupted = self.reply.active
+        interrupted = self.reply.started and time.monotonic() < self._playback_ends_at
         old_turn = self.turn
         self.turn = await open_turn(self.bus.redis, self.session_id)
         self.reply = ReplyAssembler(self.turn)
@@ -216,6 +218,8 @@ class GatewaySession:
                 TURN_FIRST_AUDIO_SECONDS.observe(max(0.0, time.time() - self._speech_ended_at))
         for pcm in pieces:
             await self._send_bytes(pcm)
+            duration_s = len(pcm) / (2 * self.output_rate)
+            self._playback_ends_at = max(self._playback_ends_at, time.monotonic()) + duration_s
         if self.reply.complete and not self.reply.ended:
             self.reply.ended = True
             await self._send_json(server_event("audio.end", turn_id=self.turn))

@@ -135,7 +135,6 @@ def test_reply_of_only_silent_phrases_completes_without_starting() -> None:
     reply.phrase_done(1, 0)
     assert reply.complete
     assert not reply.started
-    assert not reply.active
 
 
 def test_empty_reply_is_complete_at_once() -> None:
@@ -159,15 +158,11 @@ def test_not_complete_until_reply_done_even_if_phrases_are_out() -> None:
     assert reply.complete
 
 
-def test_started_and_active_transitions() -> None:
+def test_started_only_once_audio_is_released() -> None:
     reply = ReplyAssembler(turn_id=1)
-    assert (reply.started, reply.announced, reply.ended, reply.active) == (False, False, False, False)
+    assert (reply.started, reply.announced, reply.ended) == (False, False, False)
     reply.phrase_done(0, 1)
     reply.add_chunk(1, 0, b"held")
-    assert not reply.active  # nothing has gone out yet
+    assert not reply.started  # nothing has gone out yet
     reply.add_chunk(0, 0, b"a")
     assert reply.started
-    assert reply.active
-    reply.ended = True
-    assert reply.started
-    assert not reply.active
