@@ -12,7 +12,9 @@ BUS_DELIVERY_SECONDS = Histogram(
     buckets=_BUS_BUCKETS,
 )
 MESSAGES_DROPPED = Counter("voxmesh_messages_dropped_total", "Bus messages dropped, by reason.", ["reason"])
-HANDLER_ERRORS = Counter("voxmesh_handler_errors_total", "Work items whose handler failed.", ["service"])
+HANDLER_ERRORS = Counter(
+    "voxmesh_handler_errors_total", "Work items whose handler failed, by work queue.", ["queue"]
+)
 
 ASR_FINAL_SECONDS = Histogram(
     "voxmesh_asr_final_latency_seconds",

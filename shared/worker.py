@@ -9,7 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from shared.bus import Delivery, WorkQueue
-from shared.metrics import MESSAGES_DROPPED
+from shared.metrics import HANDLER_ERRORS, MESSAGES_DROPPED
 from shared.schema import Cancel, Message
 from shared.turns import CancelListener, TurnFence
 
@@ -115,6 +115,7 @@ class QueueWorker:
                 await asyncio.shield(self._requeue(delivery))
             raise
         except Exception:
+            HANDLER_ERRORS.labels(queue=self.queue.label).inc()
             log.exception("handler failed", extra={"stream": self.queue.stream})
         finally:
             self._jobs.pop(delivery.entry_id, None)

@@ -77,7 +77,7 @@ class LlmService:
         try:
             await self._stream_phrases(message, prompt, spoken)
         except GenerationError as exc:
-            HANDLER_ERRORS.labels(service="llm").inc()
+            HANDLER_ERRORS.labels(queue="llm_requests").inc()
             log.warning("generation failed", extra={"session_id": message.session_id, "error": str(exc)})
             await self._send_out(
                 message, ServiceError(**_ids(message), seq=0, code="turn_failed", message=str(exc))
