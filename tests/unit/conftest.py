@@ -1,0 +1,19 @@
+"""Unit-test fixtures."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.deploy_support import GEMINI_ENV
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """No VOXMESH_/Redis/Gemini variables from the developer's shell leak into settings."""
+    for name in list(os.environ):
+        if name.startswith("VOXMESH_") or name in GEMINI_ENV | {"REDIS_URL"}:
+            monkeypatch.delenv(name)
+    yield monkeypatch
