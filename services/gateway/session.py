@@ -22,6 +22,7 @@ from services.gateway.playout import ReplyAssembler
 from services.gateway.ratelimit import TokenBucket
 from services.gateway.settings import GatewaySettings
 from shared import keys
+from shared.audio import ASR_SAMPLE_RATE
 from shared.bus import SESSION_TTL_SECONDS, Bus, StreamTail
 from shared.metrics import GATEWAY_CLIENT_ERRORS, TURN_FIRST_AUDIO_SECONDS
 from shared.schema import (
@@ -42,7 +43,6 @@ from shared.turns import open_turn
 
 log = logging.getLogger(__name__)
 
-INPUT_SAMPLE_RATE = 16_000
 _CLOSED_SESSION_TTL_S = 120
 
 
@@ -63,7 +63,7 @@ class GatewaySession:
         self.reply = ReplyAssembler(0)
         self._frame_seq = 0
         self._send_lock = asyncio.Lock()
-        self._bucket = TokenBucket(rate=INPUT_SAMPLE_RATE * 2 * settings.input_rate_factor, burst_s=1.0)
+        self._bucket = TokenBucket(rate=ASR_SAMPLE_RATE * 2 * settings.input_rate_factor, burst_s=1.0)
         self._last_rate_error = 0.0
         self._speech_ended_at = 0.0
         # Reply audio goes out faster than real time; the client plays it from a buffer until then.
@@ -77,7 +77,7 @@ class GatewaySession:
             server_event(
                 "session.started",
                 session_id=self.session_id,
-                input_sample_rate=INPUT_SAMPLE_RATE,
+                input_sample_rate=ASR_SAMPLE_RATE,
                 output_sample_rate=self.output_rate,
             )  # fmt: skip
         )
