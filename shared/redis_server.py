@@ -7,6 +7,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 from types import TracebackType
 
 
@@ -24,13 +25,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class _PortTaken(RuntimeError):
+    """redis-server could not bind its port."""
+
+
 class LocalRedisServer:
     """Starts redis-server on a loopback port with no persistence; stops it on exit."""
 
     def __init__(self, binary: str | None = None, port: int | None = None) -> None:
         self.binary = binary or bundled_redis_binary()
+        self._fixed_port = port is not None
         self.port = port or free_port()
         self._dir = tempfile.mkdtemp(prefix="voxmesh-redis-")
+        self._log = str(Path(self._dir) / "redis.log")
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -40,13 +47,32 @@ class LocalRedisServer:
 
     def start(self, timeout: float = 10.0) -> str:
         """Start the server and wait until it accepts connections; returns its URL."""
+        attempts = 1 if self._fixed_port else 3
+        try:
+            for _ in range(attempts - 1):
+                try:
+                    return self._start_once(timeout)
+                except _PortTaken:
+                    # A port from bind(0) can go to an outgoing connection before the server binds it.
+                    self.port = free_port()
+            return self._start_once(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_once(self, timeout: float) -> str:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", self._dir, "--loglevel", "warning"]  # fmt: skip
-        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                "--appendonly", "no", "--dir", self._dir,
+                "--loglevel", "warning", "--logfile", self._log]  # fmt: skip
+        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                err = self._process.stderr.read().decode() if self._process.stderr else ""
+                err = self._exit_message()
+                if "in use" in err:
+                    raise _PortTaken(
+                        f"redis-server could not listen on port {self.port}: {err.strip()[-300:]}"
+                    )
                 raise RuntimeError(f"redis-server exited at start: {err.strip()[:500]}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
@@ -55,8 +81,13 @@ class LocalRedisServer:
                         return self.url
             except OSError:
                 time.sleep(0.05)
-        self.stop()
         raise TimeoutError("redis-server did not start in time")
+
+    def _exit_message(self) -> str:
+        try:
+            return Path(self._log).read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
 
     def stop(self) -> None:
         """Stop the server and remove its folder."""
@@ -67,8 +98,6 @@ class LocalRedisServer:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
-        if self._process is not None and self._process.stderr:
-            self._process.stderr.close()
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> LocalRedisServer:

