@@ -64,6 +64,7 @@ class LocalRedisServer:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", self._dir,
                 "--loglevel", "warning", "--logfile", self._log]  # fmt: skip
+        Path(self._log).unlink(missing_ok=True)  # only this attempt's messages explain its exit
         self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
