@@ -7,7 +7,7 @@ import sys
 
 
 def _parser() -> argparse.ArgumentParser:
-    from services.talk import add_arguments
+    from clients.talk import add_arguments
 
     parser = argparse.ArgumentParser(
         prog="voxmesh", description="Realtime voice assistant over Redis Streams."
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return up(args.host, args.port)
     if args.command == "talk":
-        from services.talk import run
+        from clients.talk import run
 
         return run(args)
     if args.command == "gateway":

@@ -1,0 +1,1 @@
+"""Clients and developer tools that talk to a running voxmesh, apart from the runtime services."""

@@ -1,0 +1,165 @@
+"""One conversation over the realtime WebSocket: the library API behind `voxmesh talk`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from clients.talk.conversation import Conversation
+from clients.talk.events import TalkError
+from clients.talk.microphone import Microphone, Pacer
+from clients.talk.turns import TalkResult, TraceEntry
+from shared.audio import ASR_SAMPLE_RATE, SAMPLE_WIDTH, read_wav, to_mono16k, write_wav
+
+DEFAULT_URL = "ws://127.0.0.1:8000/v1/realtime"
+
+
+@dataclass
+class ConversationResult:
+    """A whole scripted conversation: one result per spoken file, and everything that crossed the socket."""
+
+    session_id: str
+    turns: list[TalkResult]
+    trace: list[TraceEntry]
+
+
+async def _flush(ws: ClientConnection, convo: Conversation) -> None:
+    while convo.outbox:
+        await ws.send(json.dumps(convo.outbox.popleft()))
+
+
+async def _speak(
+    ws: ClientConnection, convo: Conversation, mic: Microphone, frame_ms: int, next_file: Callable[[], None]
+) -> None:
+    """Send the microphone's frames in real time until the last reply has played out."""
+    pacer = Pacer(frame_ms / 1000.0)
+    await convo.started.wait()
+    index = mic.index
+    try:
+        while True:
+            await pacer.wait()
+            convo.tick(time.monotonic())
+            await _flush(ws, convo)
+            if mic.done:
+                return
+            await ws.send(mic.next_frame(time.monotonic()))
+            mic.sent(time.monotonic())
+            if mic.index != index:
+                index = mic.index
+                next_file()
+    except ConnectionClosed:
+        await asyncio.Event().wait()  # the receiver reports the close with its code
+
+
+async def _receive(ws: ClientConnection, convo: Conversation) -> None:
+    """Feed every server message to the conversation; only cancellation ends this normally."""
+    try:
+        async for message in ws:
+            if isinstance(message, bytes):
+                convo.on_audio(message, time.monotonic())
+            else:
+                convo.on_text(message, time.monotonic())
+                await _flush(ws, convo)  # report playback the moment it stopped
+    except ConnectionClosed:
+        pass
+    reason = f", {ws.close_reason}" if ws.close_reason else ""
+    raise TalkError(f"the server closed the connection early (code {ws.close_code}{reason})")
+
+
+async def _run(
+    url: str, convo: Conversation, mic: Microphone, frame_ms: int, next_file: Callable[[], None]
+) -> None:
+    try:
+        # Compression would only cost CPU and latency on PCM.
+        async with connect(url, compression=None) as ws:
+            async with asyncio.TaskGroup() as tasks:
+                receiver = tasks.create_task(_receive(ws, convo))
+                await _speak(ws, convo, mic, frame_ms, next_file)
+                receiver.cancel()
+    except InvalidStatus as exc:
+        raise TalkError(f"{url} refused the WebSocket (HTTP {exc.response.status_code})") from None
+    except (OSError, InvalidHandshake, InvalidURI) as exc:
+        raise TalkError(f"cannot connect to {url}: {exc}") from None
+    except ExceptionGroup as group:
+        # Surface the TalkError a task raised rather than a group around it.
+        failures = group.subgroup(TalkError)
+        if failures is None:
+            raise
+        first = failures.exceptions[0]
+        raise (first if isinstance(first, TalkError) else group) from None
+
+
+async def _load(path: Path) -> bytes:
+    pcm, rate = await asyncio.to_thread(read_wav, path)
+    pcm = await asyncio.to_thread(to_mono16k, pcm, rate)
+    if not pcm:
+        raise TalkError(f"{path} holds no audio")
+    return pcm
+
+
+async def converse_pcm(
+    utterances: Sequence[bytes],
+    *,
+    url: str = DEFAULT_URL,
+    barge_in_ms: float | None = None,
+    timeout_s: float = 60.0,
+    frame_ms: int = 20,
+) -> ConversationResult:
+    """Speak each 16 kHz PCM utterance in turn over one session; see `converse`."""
+    if not 1 <= frame_ms <= 1000:
+        raise ValueError(f"frame_ms must be within 1..1000 (the server takes at most 1 s), got {frame_ms}")
+    convo = Conversation(utterances)
+    mic = Microphone(convo, ASR_SAMPLE_RATE * frame_ms // 1000 * SAMPLE_WIDTH, barge_in_ms)
+    try:
+        async with asyncio.timeout(timeout_s) as timeout:
+
+            def restart_timeout() -> None:  # each file gets the whole timeout
+                timeout.reschedule(asyncio.get_running_loop().time() + timeout_s)
+
+            await _run(url, convo, mic, frame_ms, restart_timeout)
+    except TimeoutError:
+        raise TalkError(f"no reply within {timeout_s:g} s ({convo.progress()})") from None
+    assert convo.session_id is not None
+    return ConversationResult(convo.session_id, convo.results(), convo.trace)
+
+
+async def converse(
+    wav_paths: Sequence[Path],
+    *,
+    url: str = DEFAULT_URL,
+    barge_in_ms: float | None = None,
+    timeout_s: float = 60.0,
+    frame_ms: int = 20,
+) -> ConversationResult:
+    """Speak each WAV in turn over one session, like a person at an open microphone.
+
+    Each file is spoken once the reply to the previous one has finished playing in real time, or, with
+    `barge_in_ms`, that many milliseconds after its first reply audio arrived (talking over it). Each
+    file must end where its speech ends: its end is taken as the end of speech. `timeout_s` applies to
+    each file in turn.
+    """
+    pcms = [await _load(Path(path)) for path in wav_paths]
+    return await converse_pcm(pcms, url=url, barge_in_ms=barge_in_ms, timeout_s=timeout_s, frame_ms=frame_ms)
+
+
+async def talk(
+    wav_path: Path,
+    *,
+    url: str = DEFAULT_URL,
+    out_path: Path | None = None,
+    timeout_s: float = 60.0,
+    frame_ms: int = 20,
+) -> TalkResult:
+    """Stream `wav_path` to the gateway in real time and return the reply it speaks back."""
+    conversation = await converse([wav_path], url=url, timeout_s=timeout_s, frame_ms=frame_ms)
+    result = conversation.turns[0]
+    if out_path is not None:
+        await asyncio.to_thread(write_wav, out_path, result.reply_audio, result.sample_rate)
+    return result
