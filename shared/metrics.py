@@ -12,6 +12,17 @@ BUS_DELIVERY_SECONDS = Histogram(
     buckets=_BUS_BUCKETS,
 )
 MESSAGES_DROPPED = Counter("voxmesh_messages_dropped_total", "Bus messages dropped, by reason.", ["reason"])
+JOBS_ABORTED = Counter(
+    "voxmesh_jobs_aborted_total",
+    "Running or admitted work items stopped because their turn was cancelled, by work queue.",
+    ["queue"],
+)
+CANCEL_STOP_SECONDS = Histogram(
+    "voxmesh_cancel_stop_seconds",
+    "Cancel broadcast sent to the aborted work item having stopped (model idle, slot free), by work queue.",
+    ["queue"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
+)
 HANDLER_ERRORS = Counter(
     "voxmesh_handler_errors_total", "Work items whose handler failed, by work queue.", ["queue"]
 )

@@ -49,13 +49,24 @@ class SpeechStarted(BusMessage):
 
     kind: Literal["speech.started"] = "speech.started"
     at_ms: int = Field(ge=0)
+    utterance: int = Field(default=0, ge=0)
+    """Identifies the utterance across its events: the seq of the audio frame in which speech was confirmed
+    (rising within a session, and the same for a replica that takes the session over)."""
+
+
+class SpeechSustained(BusMessage):
+    """ASR → gateway: the utterance has lasted the barge-in minimum, long enough to cut a playing reply."""
+
+    kind: Literal["speech.sustained"] = "speech.sustained"
+    utterance: int = Field(ge=0)
 
 
 class TranscriptFinal(BusMessage):
-    """ASR → gateway: the final text of one utterance."""
+    """ASR → gateway: the final text of one utterance (empty when it held no words: noise, a cough)."""
 
     kind: Literal["transcript.final"] = "transcript.final"
     text: str
+    utterance: int = Field(default=0, ge=0)
     speech_ended_at: float
     """Wall-clock time the user stopped talking: the start of the turn's latency budget."""
 
@@ -67,6 +78,8 @@ class ReplyRequested(BusMessage):
     text: str
     output_sample_rate: int = 16000
     speech_ended_at: float
+    instructions: str = Field(default="", max_length=4000)
+    """The session's own instructions, appended to the system prompt."""
 
 
 class ReplyPhrase(BusMessage):
@@ -120,6 +133,7 @@ Message: TypeAlias = Annotated[
     | AudioFrame
     | SessionClosed
     | SpeechStarted
+    | SpeechSustained
     | TranscriptFinal
     | ReplyRequested
     | ReplyPhrase

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from shared.bus import Delivery, WorkQueue
-from shared.metrics import HANDLER_ERRORS, MESSAGES_DROPPED
+from shared.metrics import CANCEL_STOP_SECONDS, HANDLER_ERRORS, JOBS_ABORTED, MESSAGES_DROPPED
 from shared.schema import Cancel, Message
 from shared.turns import CancelListener, TurnFence
 
@@ -19,12 +21,13 @@ Handler = Callable[[Message], Awaitable[None]]
 
 
 class _Job:
-    __slots__ = ("aborted", "delivery", "task")
+    __slots__ = ("aborted_at", "delivery", "task")
 
     def __init__(self, delivery: Delivery, task: asyncio.Task[None]) -> None:
         self.delivery = delivery
         self.task = task
-        self.aborted = False
+        self.aborted_at: float | None = None
+        """Wall-clock time the cancel that aborted this job was sent, once aborted."""
 
 
 class QueueWorker:
@@ -51,6 +54,7 @@ class QueueWorker:
         self.grace_s = grace_s
         self._jobs: dict[bytes, _Job] = {}
         self._slots = asyncio.Semaphore(concurrency)
+        self._followups: set[asyncio.Task[None]] = set()
 
     @property
     def in_flight(self) -> int:
@@ -62,7 +66,8 @@ class QueueWorker:
         for job in list(self._jobs.values()):
             message = job.delivery.message
             if message.session_id == cancel.session_id and message.turn_id < cancel.turn_id:
-                job.aborted = True
+                if job.aborted_at is None:
+                    job.aborted_at = cancel.sent_at
                 job.task.cancel()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -102,26 +107,41 @@ class QueueWorker:
             self._slots.release()
             return
         task = group.create_task(self._run(delivery))
-        self._jobs[delivery.entry_id] = _Job(delivery, task)
+        job = _Job(delivery, task)
+        self._jobs[delivery.entry_id] = job
+        # A done callback, not a `finally` in _run: a task cancelled before its first step never runs its
+        # body, and its slot and queue entry must be released all the same.
+        task.add_done_callback(lambda done: self._settle(job, done))
 
     async def _run(self, delivery: Delivery) -> None:
-        job_done = True
         try:
             await self.handler(delivery.message)
-        except asyncio.CancelledError:
-            job = self._jobs.get(delivery.entry_id)
-            if job is None or not job.aborted:
-                job_done = False  # shutdown: someone else finishes it
-                await asyncio.shield(self._requeue(delivery))
-            raise
         except Exception:
             HANDLER_ERRORS.labels(queue=self.queue.label).inc()
             log.exception("handler failed", extra={"stream": self.queue.stream})
-        finally:
-            self._jobs.pop(delivery.entry_id, None)
-            self._slots.release()
-            if job_done:
-                await asyncio.shield(self.queue.ack(delivery.entry_id))
+
+    def _settle(self, job: _Job, task: asyncio.Task[None]) -> None:
+        """Free the job's slot, then ack its entry, or put it back when shutdown (not a cancel) stopped it."""
+        self._jobs.pop(job.delivery.entry_id, None)
+        self._slots.release()
+        if task.cancelled() and job.aborted_at is None:
+            self._follow_up(self._requeue(job.delivery))  # shutdown: someone else finishes it
+            return
+        if task.cancelled() and job.aborted_at is not None:
+            JOBS_ABORTED.labels(queue=self.queue.label).inc()
+            CANCEL_STOP_SECONDS.labels(queue=self.queue.label).observe(max(0.0, time.time() - job.aborted_at))
+        self._follow_up(self.queue.ack(job.delivery.entry_id))
+
+    def _follow_up(self, step: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self._logged(step))
+        self._followups.add(task)
+        task.add_done_callback(self._followups.discard)
+
+    async def _logged(self, step: Coroutine[Any, Any, Any]) -> None:
+        try:
+            await step
+        except Exception:
+            log.exception("ack or requeue failed", extra={"stream": self.queue.stream})
 
     async def _requeue(self, delivery: Delivery) -> None:
         await self.queue.bus.send(self.queue.stream, delivery.message)
@@ -144,12 +164,15 @@ class QueueWorker:
 
     async def _drain(self) -> None:
         jobs = [job.task for job in self._jobs.values()]
-        if not jobs:
-            return
-        _, pending = await asyncio.wait(jobs, timeout=self.grace_s)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        if jobs:
+            _, pending = await asyncio.wait(jobs, timeout=self.grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        # Done callbacks run on the next loop step; then their acks and requeues must land before exit.
+        await asyncio.sleep(0)
+        while self._followups:
+            await asyncio.gather(*list(self._followups), return_exceptions=True)
 
 
 async def serve_fenced_queue(

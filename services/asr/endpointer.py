@@ -57,6 +57,9 @@ class EndpointerConfig:
     # Lower than start_threshold (hysteresis) so a dip inside a word does not end speech.
     end_threshold: float = 0.35
     min_speech_ms: int = 96
+    barge_in_min_ms: int = 300
+    """Voiced this long (trailing silence not counted) is reported as sustained: long enough to cut a
+    playing reply."""
     min_silence_ms: int = 400
     pre_roll_ms: int = 200
     post_roll_ms: int = 150
@@ -71,6 +74,13 @@ class SpeechStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class SpeechSustained:
+    """The utterance has lasted `barge_in_min_ms`; reported once per utterance."""
+
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class SpeechEnded:
     """An utterance finished; `audio` holds it with pre-roll and a little trailing silence."""
 
@@ -79,7 +89,7 @@ class SpeechEnded:
     end_ms: int
 
 
-EndpointerEvent = SpeechStarted | SpeechEnded
+EndpointerEvent = SpeechStarted | SpeechSustained | SpeechEnded
 
 
 class _State(Enum):
@@ -127,6 +137,7 @@ class Endpointer:
         self._audio_start = 0  # stream position (samples) of self._audio[0]
         self._speech_start = 0
         self._speech_end = 0  # end of the last window above end_threshold
+        self._sustained = False  # SpeechSustained already reported for the current utterance
 
     def feed(self, pcm: bytes) -> list[EndpointerEvent]:
         """Consume a chunk of s16le PCM and return the events it completed."""
@@ -138,7 +149,17 @@ class Endpointer:
             event = self._process_window(chunk)
             if event is not None:
                 events.append(event)
+            if self._sustained_due():
+                self._sustained = True
+                events.append(SpeechSustained(at_ms=self.position_ms))
         return events
+
+    def _sustained_due(self) -> bool:
+        return (
+            self._state is _State.SPEECH
+            and not self._sustained
+            and _ms(self._speech_end - self._speech_start) >= self._config.barge_in_min_ms
+        )
 
     def _process_window(self, chunk: bytes) -> EndpointerEvent | None:
         window = np.frombuffer(chunk, dtype="<i2").astype(np.float32) / 32768.0
@@ -166,6 +187,7 @@ class Endpointer:
             return None
         self._state = _State.SPEECH
         self._speech_end = self._position
+        self._sustained = False
         return SpeechStarted(at_ms=_ms(self._speech_start))
 
     def _continue_speech(self, probability: float) -> SpeechEnded | None:

@@ -28,7 +28,9 @@ class AsrService:
         self.settings = settings
         self.bus = bus
         self.recognizer = recognizer
-        self.endpointer_config = EndpointerConfig(min_silence_ms=settings.min_silence_ms)
+        self.endpointer_config = EndpointerConfig(
+            min_silence_ms=settings.min_silence_ms, barge_in_min_ms=settings.barge_in_min_ms
+        )
 
     async def load(self) -> None:
         """Load the recognizer (off the event loop) unless one was given."""

@@ -6,12 +6,19 @@ import asyncio
 import logging
 import time
 
-from services.asr.endpointer import Endpointer, EndpointerEvent, SpeechEnded
+from services.asr.endpointer import Endpointer, EndpointerEvent, SpeechEnded, SpeechSustained
 from services.asr.engine import Recognizer
 from shared import keys
 from shared.bus import Bus, StreamTail
 from shared.metrics import ASR_FINAL_SECONDS
-from shared.schema import AudioFrame, Message, SessionClosed, SpeechStarted, TranscriptFinal
+from shared.schema import (
+    AudioFrame,
+    Message,
+    SessionClosed,
+    SpeechStarted,
+    TranscriptFinal,
+)
+from shared.schema import SpeechSustained as SpeechSustainedMessage
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +39,8 @@ class SessionTranscriber:
         self.endpointer = endpointer
         self._out = keys.session_out(session_id)
         self._seq = 0
-        self._utterances: asyncio.Queue[tuple[SpeechEnded, float] | None] = asyncio.Queue()
+        self._utterances: asyncio.Queue[tuple[int, SpeechEnded, float] | None] = asyncio.Queue()
+        self._utterance = 0  # id of the utterance in progress: the seq of the frame that confirmed it
         self._pending_utterances = 0
         self._last_checkpoint = 0.0
         self._last_read: bytes | None = None
@@ -53,49 +61,57 @@ class SessionTranscriber:
     async def _read_audio(self, tail: StreamTail) -> None:
         while True:
             deliveries = await tail.read()
-            audio = b"".join(d.message.audio for d in deliveries if isinstance(d.message, AudioFrame))
+            audio = [d.message for d in deliveries if isinstance(d.message, AudioFrame)]
             if audio:
                 # Silero takes ~0.07 ms a window; still, model calls stay off the event loop.
-                events = await asyncio.to_thread(self.endpointer.feed, audio)
-                for event in events:
-                    await self._on_event(event)
+                for seq, event in await asyncio.to_thread(self._feed, audio):
+                    await self._on_event(seq, event)
             if any(isinstance(d.message, SessionClosed) for d in deliveries):
                 return
             if deliveries:
                 self._last_read = deliveries[-1].entry_id
             await self._maybe_checkpoint()
 
-    async def _on_event(self, event: EndpointerEvent) -> None:
+    def _feed(self, frames: list[AudioFrame]) -> list[tuple[int, EndpointerEvent]]:
+        """Worker thread: run the endpointer frame by frame, noting the frame each event came from."""
+        return [(frame.seq, event) for frame in frames for event in self.endpointer.feed(frame.audio)]
+
+    async def _on_event(self, frame_seq: int, event: EndpointerEvent) -> None:
         if isinstance(event, SpeechEnded):
             # The endpointer is fed in real time, so the audio at its position is "now".
             ended_at = time.time() - (self.endpointer.position_ms - event.end_ms) / 1000
             self._pending_utterances += 1
-            await self._utterances.put((event, ended_at))
+            await self._utterances.put((self._utterance, event, ended_at))
+            return
+        turn = await self._current_turn()
+        ids = {"session_id": self.session_id, "turn_id": turn, "seq": self._seq}
+        if isinstance(event, SpeechSustained):
+            await self._emit(SpeechSustainedMessage(**ids, utterance=self._utterance))
         else:
-            turn = await self._current_turn()
-            await self._emit(
-                SpeechStarted(session_id=self.session_id, turn_id=turn, seq=self._seq, at_ms=event.at_ms)
-            )
+            self._utterance = frame_seq
+            await self._emit(SpeechStarted(**ids, at_ms=event.at_ms, utterance=frame_seq))
 
     async def _transcribe_in_order(self) -> None:
         while (item := await self._utterances.get()) is not None:
-            utterance, ended_at = item
+            utterance_id, utterance, ended_at = item
             try:
                 text = await self.recognizer.transcribe(utterance.audio)
             finally:
                 self._pending_utterances -= 1
-            if text:
-                turn = await self._current_turn()
-                await self._emit(
-                    TranscriptFinal(
-                        session_id=self.session_id,
-                        turn_id=turn,
-                        seq=self._seq,
-                        text=text,
-                        speech_ended_at=ended_at,
-                    )  # fmt: skip
-                )
-                ASR_FINAL_SECONDS.observe(time.time() - ended_at)
+            # Sent even when empty: the gateway learns that this utterance held no words (noise), and
+            # can answer words it held back for it.
+            turn = await self._current_turn()
+            await self._emit(
+                TranscriptFinal(
+                    session_id=self.session_id,
+                    turn_id=turn,
+                    seq=self._seq,
+                    text=text,
+                    utterance=utterance_id,
+                    speech_ended_at=ended_at,
+                )  # fmt: skip
+            )
+            ASR_FINAL_SECONDS.observe(time.time() - ended_at)
             await self._maybe_checkpoint(throttle=False)
             log.debug("utterance transcribed", extra={"session_id": self.session_id, "chars": len(text)})
 

@@ -30,8 +30,40 @@ class SessionClose(_ClientEvent):
     type: Literal["session.close"]
 
 
-ClientEvent: TypeAlias = Annotated[Ping | ResponseCancel | SessionClose, Field(discriminator="type")]
+class AudioPlayed(_ClientEvent):
+    """How much of a turn's reply audio the client actually played."""
+
+    type: Literal["audio.played"]
+    turn_id: int = Field(ge=0)
+    played_ms: float = Field(ge=0, allow_inf_nan=False)
+
+
+MAX_INSTRUCTIONS_CHARS = 2000
+
+
+class SessionOptions(BaseModel):
+    """Options a client may change after connecting; a field left out keeps its value."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    output_sample_rate: int | None = Field(default=None, ge=8_000, le=48_000)
+    instructions: str | None = Field(default=None, max_length=MAX_INSTRUCTIONS_CHARS)
+
+
+class SessionUpdate(_ClientEvent):
+    """Change session options."""
+
+    type: Literal["session.update"]
+    session: SessionOptions
+
+
+ClientEvent: TypeAlias = Annotated[
+    Ping | ResponseCancel | SessionClose | AudioPlayed | SessionUpdate, Field(discriminator="type")
+]
 _ADAPTER: TypeAdapter[ClientEvent] = TypeAdapter(ClientEvent)
+# A known type with bad fields gets its own code, so a client can tell a typo from a bad value.
+_INVALID_CODES = {"session.update": "invalid_session_update"}
+_KNOWN_TYPES = {"ping", "response.cancel", "session.close", "audio.played", "session.update"}
 
 
 class ClientEventError(ValueError):
@@ -51,10 +83,22 @@ def parse_client_event(text: str) -> ClientEvent:
         raise ClientEventError("bad_json", "text frames must be JSON objects") from exc
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise ClientEventError("bad_json", 'text frames must be JSON objects with a string "type"')
+    kind = data["type"]
+    if kind not in _KNOWN_TYPES:
+        raise ClientEventError("unknown_event", f"unknown event type {kind[:64]!r}")
     try:
         return _ADAPTER.validate_python(data)
     except ValidationError as exc:
-        raise ClientEventError("unknown_event", f"unknown event type {data['type'][:64]!r}") from exc
+        raise ClientEventError(_INVALID_CODES.get(kind, "bad_event"), _describe(kind, exc)) from exc
+
+
+def _describe(kind: str, exc: ValidationError) -> str:
+    """A short, safe summary of what is wrong (never echoes the client's values back)."""
+    problems = []
+    for error in exc.errors()[:3]:
+        where = ".".join(str(part) for part in error["loc"][1:]) or "event"
+        problems.append(f"{where}: {error['msg']}")
+    return f"invalid {kind}: " + "; ".join(problems)
 
 
 def server_event(type_: str, **fields: Any) -> dict[str, Any]:

@@ -17,6 +17,13 @@ class ReplyAssembler:
         self._pending: dict[int, dict[int, bytes]] = {}
         self._chunk_counts: dict[int, int] = {}
         self._phrase_count: int | None = None
+        self.released_bytes: list[int] = []
+        """Audio bytes released so far per phrase, in phrase order (the last one may still grow)."""
+
+    @property
+    def phrases_done(self) -> int:
+        """How many leading phrases have all their audio released."""
+        return self._phrase
 
     @property
     def complete(self) -> bool:
@@ -45,12 +52,18 @@ class ReplyAssembler:
         while True:
             chunks = self._pending.get(self._phrase, {})
             while self._chunk in chunks:
-                out.append(chunks.pop(self._chunk))
+                pcm = chunks.pop(self._chunk)
+                out.append(pcm)
+                while len(self.released_bytes) <= self._phrase:
+                    self.released_bytes.append(0)
+                self.released_bytes[self._phrase] += len(pcm)
                 self._chunk += 1
             count = self._chunk_counts.get(self._phrase)
             if count is None or self._chunk < count:
                 break
             self._pending.pop(self._phrase, None)
+            while len(self.released_bytes) <= self._phrase:
+                self.released_bytes.append(0)  # a phrase with no audio at all
             self._phrase += 1
             self._chunk = 0
         if out:

@@ -10,20 +10,24 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
 
+from services.gateway.conversation import Conversation
 from services.gateway.events import (
+    AudioPlayed,
     ClientEventError,
     Ping,
     ResponseCancel,
+    SessionUpdate,
     error_event,
     parse_client_event,
     server_event,
 )
-from services.gateway.playout import ReplyAssembler
+from services.gateway.playback import ReplyTrack
 from services.gateway.ratelimit import TokenBucket
 from services.gateway.settings import GatewaySettings
 from shared import keys
 from shared.audio import ASR_SAMPLE_RATE
 from shared.bus import SESSION_TTL_SECONDS, Bus, StreamTail
+from shared.history import HistoryEntry, append_history
 from shared.metrics import GATEWAY_CLIENT_ERRORS, TURN_FIRST_AUDIO_SECONDS
 from shared.schema import (
     AudioChunk,
@@ -37,6 +41,7 @@ from shared.schema import (
     SessionClosed,
     SessionOpened,
     SpeechStarted,
+    SpeechSustained,
     TranscriptFinal,
 )
 from shared.turns import open_turn
@@ -49,36 +54,37 @@ _CLOSED_SESSION_TTL_S = 120
 class GatewaySession:
     """Relays one client's audio to the bus and the bus's replies to the client.
 
-    The turn number lives here: a new utterance (or a client cancel) opens a turn, which cancels every
-    older turn's work across services; anything still arriving for an older turn is dropped here too.
+    The turn logic lives in `Conversation`; this class is its I/O: the socket, the bus and Redis.
     """
 
     def __init__(self, websocket: WebSocket, bus: Bus, settings: GatewaySettings, output_rate: int) -> None:
         self.ws = websocket
         self.bus = bus
         self.settings = settings
-        self.output_rate = output_rate
         self.session_id = uuid.uuid4().hex
-        self.turn = 0
-        self.reply = ReplyAssembler(0)
+        self.conversation = Conversation(self, output_rate)
+        self.instructions = ""
         self._frame_seq = 0
         self._send_lock = asyncio.Lock()
         self._bucket = TokenBucket(rate=ASR_SAMPLE_RATE * 2 * settings.input_rate_factor, burst_s=1.0)
         self._last_rate_error = 0.0
-        self._speech_ended_at = 0.0
-        # Reply audio goes out faster than real time; the client plays it from a buffer until then.
-        self._playback_ends_at = 0.0
+        self._speech_ended_at: dict[int, float] = {}
+
+    @property
+    def turn(self) -> int:
+        """The session's current turn."""
+        return self.conversation.turn
 
     async def run(self) -> None:
         """Serve the session until the client leaves; always releases the session's work."""
         await self.bus.redis.set(keys.turn_counter(self.session_id), 0, ex=SESSION_TTL_SECONDS)
         await self.bus.send(keys.ASR_DISPATCH, SessionOpened(session_id=self.session_id, turn_id=0, seq=0))
-        await self._send_json(
+        await self.send(
             server_event(
                 "session.started",
                 session_id=self.session_id,
                 input_sample_rate=ASR_SAMPLE_RATE,
-                output_sample_rate=self.output_rate,
+                output_sample_rate=self.conversation.sample_rate,
             )  # fmt: skip
         )
         try:
@@ -97,6 +103,31 @@ class GatewaySession:
             for key in keys.session_keys(self.session_id):
                 pipe.expire(key, _CLOSED_SESSION_TTL_S)
             await pipe.execute()
+
+    # ---- Effects for the conversation
+
+    async def open_turn(self) -> int:
+        """Raise the turn in Redis and broadcast the cancel of everything older."""
+        return await open_turn(self.bus.redis, self.session_id)
+
+    async def send(self, event: dict[str, Any]) -> None:
+        """Send one JSON event to the client."""
+        async with self._send_lock:
+            await self.ws.send_json(event)
+
+    async def request_reply(self, turn_id: int, text: str, speech_ended_at: float) -> None:
+        """Queue the reply request for the LLM service."""
+        self._speech_ended_at = {turn_id: speech_ended_at}
+        request = ReplyRequested(
+            session_id=self.session_id, turn_id=turn_id, seq=0, text=text,
+            output_sample_rate=self.conversation.sample_rate, speech_ended_at=speech_ended_at,
+            instructions=self.instructions,
+        )  # fmt: skip
+        await self.bus.send(keys.LLM_REQUESTS, request)
+
+    async def commit(self, entries: list[HistoryEntry]) -> None:
+        """Append to the session's history in Redis."""
+        await append_history(self.bus.redis, self.session_id, entries)
 
     # ---- client → bus
 
@@ -127,7 +158,7 @@ class GatewaySession:
             GATEWAY_CLIENT_ERRORS.labels(reason="rate_limited").inc()
             if now - self._last_rate_error > 1.0:  # one notice a second is enough
                 self._last_rate_error = now
-                await self._send_json(error_event("rate_limited", "audio arrives faster than real time"))
+                await self.send(error_event("rate_limited", "audio arrives faster than real time"))
         elif pcm:
             frame = AudioFrame(session_id=self.session_id, turn_id=self.turn, seq=self._frame_seq, audio=pcm)
             self._frame_seq += 1
@@ -141,17 +172,30 @@ class GatewaySession:
             await self._reject(exc.code, exc.message)
             return True
         if isinstance(event, Ping):
-            await self._send_json(server_event("pong"))
+            await self.send(server_event("pong"))
         elif isinstance(event, ResponseCancel):
-            await self._new_turn()
+            await self.conversation.client_cancel()
+        elif isinstance(event, AudioPlayed):
+            await self.conversation.audio_played(event.turn_id, event.played_ms)
+        elif isinstance(event, SessionUpdate):
+            await self._update(event)
         else:
             await self.ws.close(code=1000)
             return False
         return True
 
+    async def _update(self, event: SessionUpdate) -> None:
+        options = event.session
+        if options.output_sample_rate is not None:
+            self.conversation.sample_rate = options.output_sample_rate
+        if options.instructions is not None:
+            self.instructions = options.instructions
+        session = {"output_sample_rate": self.conversation.sample_rate, "instructions": self.instructions}
+        await self.send(server_event("session.updated", session=session))
+
     async def _reject(self, code: str, message: str) -> None:
         GATEWAY_CLIENT_ERRORS.labels(reason=code).inc()
-        await self._send_json(error_event(code, message))
+        await self.send(error_event(code, message))
 
     # ---- bus → client
 
@@ -171,63 +215,52 @@ class GatewaySession:
 
     async def _on_bus(self, message: Message) -> None:
         if isinstance(message, SpeechStarted):
-            await self._new_turn()
-            await self._send_json(server_event("speech.started", turn_id=self.turn))
-        elif isinstance(message, TranscriptFinal):
-            await self._request_reply(message)
-        elif message.turn_id != self.turn:
+            await self.conversation.speech_started(message.utterance)
+            return
+        if isinstance(message, SpeechSustained):
+            await self.conversation.speech_sustained(message.utterance)
+            return
+        if isinstance(message, TranscriptFinal):
+            await self.conversation.transcript(message.utterance, message.text, message.speech_ended_at)
+            return
+        reply = self.conversation.current_reply(message.turn_id)
+        if reply is None:
             return  # a stale turn's late output: in realtime, no answer beats an old one
-        elif isinstance(message, ReplyPhrase):
-            await self._send_json(
-                server_event("reply.text", turn_id=self.turn, seq=message.seq, text=message.text)
+        if isinstance(message, ReplyPhrase):
+            reply.phrases[message.seq] = message.text
+            await self.send(
+                server_event("reply.text", turn_id=reply.turn_id, seq=message.seq, text=message.text)
             )
         elif isinstance(message, AudioChunk):
-            await self._play(self.reply.add_chunk(message.phrase_seq, message.seq, message.audio))
+            await self._play(reply, reply.assembler.add_chunk(message.phrase_seq, message.seq, message.audio))
         elif isinstance(message, PhraseAudioDone):
-            await self._play(self.reply.phrase_done(message.phrase_seq, message.chunk_count))
+            await self._play(reply, reply.assembler.phrase_done(message.phrase_seq, message.chunk_count))
         elif isinstance(message, ReplyDone):
-            self.reply.reply_done(message.phrase_count)
-            await self._play([])
+            reply.assembler.reply_done(message.phrase_count)
+            await self._play(reply, [])
         elif isinstance(message, ServiceError):
-            await self._send_json(error_event(message.code, message.message, turn_id=message.turn_id))
+            await self.send(error_event(message.code, message.message, turn_id=message.turn_id))
 
-    async def _new_turn(self) -> None:
-        interrupted = self.reply.started and time.monotonic() < self._playback_ends_at
-        old_turn = self.turn
-        self.turn = await open_turn(self.bus.redis, self.session_id)
-        self.reply = ReplyAssembler(self.turn)
-        if interrupted:
-            await self._send_json(server_event("audio.clear", turn_id=old_turn))
-
-    async def _request_reply(self, message: TranscriptFinal) -> None:
-        await self._send_json(server_event("transcript.final", turn_id=self.turn, text=message.text))
-        self._speech_ended_at = message.speech_ended_at
-        request = ReplyRequested(
-            session_id=self.session_id, turn_id=self.turn, seq=0, text=message.text,
-            output_sample_rate=self.output_rate, speech_ended_at=message.speech_ended_at,
-        )  # fmt: skip
-        await self.bus.send(keys.LLM_REQUESTS, request)
-
-    async def _play(self, pieces: list[bytes]) -> None:
-        if pieces and not self.reply.announced:
-            self.reply.announced = True
-            await self._send_json(
-                server_event("audio.start", turn_id=self.turn, sample_rate=self.output_rate)
+    async def _play(self, reply: ReplyTrack, pieces: list[bytes]) -> None:
+        assembler = reply.assembler
+        if pieces and not assembler.announced:
+            assembler.announced = True
+            ended_at = self._speech_ended_at.get(reply.turn_id, 0.0)
+            latency_s = max(0.0, time.time() - ended_at) if ended_at else None
+            await self.send(
+                server_event(
+                    "audio.start",
+                    turn_id=reply.turn_id,
+                    sample_rate=reply.sample_rate,
+                    latency_ms=None if latency_s is None else round(latency_s * 1000),
+                )  # fmt: skip
             )
-            if self._speech_ended_at:
-                TURN_FIRST_AUDIO_SECONDS.observe(max(0.0, time.time() - self._speech_ended_at))
+            if latency_s is not None:
+                TURN_FIRST_AUDIO_SECONDS.observe(latency_s)
         for pcm in pieces:
-            await self._send_bytes(pcm)
-            duration_s = len(pcm) / (2 * self.output_rate)
-            self._playback_ends_at = max(self._playback_ends_at, time.monotonic()) + duration_s
-        if self.reply.complete and not self.reply.ended:
-            self.reply.ended = True
-            await self._send_json(server_event("audio.end", turn_id=self.turn))
-
-    async def _send_json(self, event: dict[str, Any]) -> None:
-        async with self._send_lock:
-            await self.ws.send_json(event)
-
-    async def _send_bytes(self, pcm: bytes) -> None:
-        async with self._send_lock:
-            await self.ws.send_bytes(pcm)
+            async with self._send_lock:
+                await self.ws.send_bytes(pcm)
+            reply.sent(len(pcm), time.monotonic())
+        if assembler.complete and not assembler.ended:
+            assembler.ended = True
+            await self.send(server_event("audio.end", turn_id=reply.turn_id))

@@ -7,11 +7,11 @@ import logging
 import time
 
 from services.llm.engine import ChatMessage, GenerationError, Generator, build_generator
-from services.llm.history import append_exchange, load_history
 from services.llm.phrases import PhraseChunker
 from services.llm.settings import LlmSettings
 from shared import keys
 from shared.bus import Bus, WorkQueue
+from shared.history import HistoryEntry, load_history
 from shared.metrics import HANDLER_ERRORS, LLM_FIRST_PHRASE_SECONDS, LLM_FIRST_TOKEN_SECONDS
 from shared.schema import Message, ReplyDone, ReplyPhrase, ReplyRequested, ServiceError, encode
 from shared.worker import serve_fenced_queue
@@ -67,12 +67,16 @@ class LlmService:
             log.warning("unexpected message on LLM queue", extra={"kind": message.kind})
             return
         assert self.generator is not None, "load() first"
-        history = await load_history(self.bus.redis, message.session_id)
+        history = await load_history(self.bus.redis, message.session_id, self.settings.history_messages)
+        system = self.settings.system_prompt
+        if message.instructions:
+            system = f"{system}\n\n{message.instructions}"
         prompt = [
-            ChatMessage("system", self.settings.system_prompt),
-            *history,
+            ChatMessage("system", system),
+            *(chat for entry in history if (chat := _as_chat(entry)) is not None),
             ChatMessage("user", message.text),
         ]
+        # The history is written by the gateway, which alone knows how much of this reply the user heard.
         spoken: list[str] = []
         try:
             await self._stream_phrases(message, prompt, spoken)
@@ -83,17 +87,6 @@ class LlmService:
                 message, ServiceError(**_ids(message), seq=0, code="turn_failed", message=str(exc))
             )
             return
-        finally:
-            # Kept even when interrupted, so the next turn knows what the assistant had started to say.
-            await asyncio.shield(
-                append_exchange(
-                    self.bus.redis,
-                    message.session_id,
-                    message.text,
-                    " ".join(spoken),
-                    self.settings.history_messages,
-                )  # fmt: skip
-            )
         await self._send_out(message, ReplyDone(**_ids(message), seq=0, phrase_count=len(spoken)))
 
     async def _stream_phrases(
@@ -127,6 +120,13 @@ class LlmService:
 
     async def _send_out(self, request: ReplyRequested, message: Message) -> None:
         await self.bus.send_to_session(keys.session_out(request.session_id), message)
+
+
+def _as_chat(entry: HistoryEntry) -> ChatMessage | None:
+    """The model sees an interrupted reply as the words the user heard, trailing off."""
+    if entry.role == "assistant" and entry.interrupted:
+        return ChatMessage("assistant", f"{entry.text}…") if entry.text else None
+    return ChatMessage(entry.role, entry.text)
 
 
 def _ids(message: Message) -> dict[str, str | int]:

@@ -11,6 +11,7 @@ from services.llm.service import LlmService
 from services.llm.settings import LlmSettings
 from shared import keys
 from shared.bus import Bus, StreamTail
+from shared.history import HistoryEntry, append_history
 from shared.schema import Message, ReplyDone, ReplyPhrase, ReplyRequested, ServiceError
 from shared.turns import open_turn
 from tests.fake_gemini import FakeGeminiServer
@@ -68,8 +69,17 @@ async def test_gemini_reply_streams_phrases_to_tts_and_gateway(bus: Bus) -> None
             )
             await bus.send(keys.LLM_REQUESTS, request)
             out = await _collect_until_done(bus, "s1")
-            # A second turn sees the first exchange in its history.
-            await bus.send(keys.LLM_REQUESTS, request.model_copy(update={"text": "And Spain?"}))
+            # A second turn sees the history the gateway wrote: an interrupted reply as heard.
+            await append_history(
+                bus.redis,
+                "s1",
+                [
+                    HistoryEntry(role="user", text="Capital of France?", turn_id=0),
+                    HistoryEntry(role="assistant", text="Paris is the", turn_id=0, interrupted=True),
+                ],
+            )
+            follow_up = request.model_copy(update={"text": "And Spain?", "instructions": "Be brief."})
+            await bus.send(keys.LLM_REQUESTS, follow_up)
             await asyncio.sleep(0)
             await _collect_until_done(bus, "s1")
             stop.set()
@@ -83,6 +93,9 @@ async def test_gemini_reply_streams_phrases_to_tts_and_gateway(bus: Bus) -> None
     assert tts_queue >= len(phrases)
     second_body = str(server.requests[-1].body)
     assert "Capital of France?" in second_body and "And Spain?" in second_body
+    assert "Paris is the…" in second_body, "the interrupted reply is seen only as far as it was heard"
+    assert "lovely in spring" not in second_body
+    assert "Be brief." in second_body, "the session's instructions join the system prompt"
 
 
 async def test_gemini_failure_becomes_an_error_event(bus: Bus) -> None:

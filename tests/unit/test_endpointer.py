@@ -15,6 +15,7 @@ from services.asr.endpointer import (
     EndpointerEvent,
     SpeechEnded,
     SpeechStarted,
+    SpeechSustained,
 )
 
 pytestmark = pytest.mark.unit
@@ -54,8 +55,20 @@ def cut(pcm: bytes, start_ms: int, end_ms: int) -> bytes:
     return pcm[start_ms * 32 : end_ms * 32]  # 32 bytes per ms at 16 kHz s16le
 
 
-def run(total_ms: int, *spans: Span, config: EndpointerConfig | None = None) -> list[EndpointerEvent]:
-    return Endpointer(ScriptedDetector(*spans), config).feed(stream(total_ms))
+def run(
+    total_ms: int, *spans: Span, config: EndpointerConfig | None = None, sustained: bool = False
+) -> list[EndpointerEvent]:
+    events = Endpointer(ScriptedDetector(*spans), config).feed(stream(total_ms))
+    return [e for e in events if sustained or not isinstance(e, SpeechSustained)]
+
+
+def test_speech_is_reported_sustained_once_it_lasts_the_barge_in_minimum() -> None:
+    config = EndpointerConfig(barge_in_min_ms=300)
+    events = run(3000, (500, 1500, 0.9), (2000, 2200, 0.9), config=config, sustained=True)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["SpeechStarted", "SpeechSustained", "SpeechEnded", "SpeechStarted", "SpeechEnded"]
+    sustained = events[1]
+    assert isinstance(sustained, SpeechSustained) and sustained.at_ms == 800
 
 
 def test_one_utterance_positions_pre_roll_and_trailing_silence() -> None:
@@ -78,7 +91,7 @@ def test_events_fire_once_min_speech_and_min_silence_have_passed() -> None:
         assert endpointer.in_speech == (600 <= t + WINDOW_MS < 1900)
 
     # 96 ms of speech needs 5 windows of 20 ms; 400 ms of silence after the last speech window at 1500.
-    assert fired_at == {SpeechStarted: 600, SpeechEnded: 1900}
+    assert fired_at == {SpeechStarted: 600, SpeechSustained: 800, SpeechEnded: 1900}
 
 
 def test_pre_roll_is_shorter_when_speech_starts_early() -> None:
@@ -137,14 +150,14 @@ def test_odd_sized_chunks_give_the_same_events_as_one_buffer() -> None:
         pieces += endpointer.feed(pcm[offset : offset + size])
         offset += size
 
-    assert len(whole) == 4
+    assert len(whole) == 6  # two utterances long enough to be sustained
     assert pieces == whole
 
 
 def test_reset_drops_the_utterance_and_restarts_positions() -> None:
     detector = ScriptedDetector((500, 1500, 0.9))
     endpointer = Endpointer(detector)
-    assert endpointer.feed(stream(1000)) == [SpeechStarted(at_ms=500)]
+    assert endpointer.feed(stream(1000)) == [SpeechStarted(at_ms=500), SpeechSustained(at_ms=800)]
     assert endpointer.in_speech
 
     endpointer.reset()
