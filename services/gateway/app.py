@@ -1,13 +1,16 @@
-"""The gateway's HTTP surface: `/v1/realtime` WebSocket plus health, readiness and metrics."""
+"""The gateway's HTTP surface: `/v1/realtime` WebSocket, the web page, health, readiness and metrics."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Query, WebSocket
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from services.gateway.session import GatewaySession
 from services.gateway.settings import GatewaySettings
@@ -16,6 +19,9 @@ from shared.metrics import GATEWAY_CLIENT_ERRORS, GATEWAY_SESSIONS
 from shared.runner import Readiness, health_router
 
 log = logging.getLogger(__name__)
+
+# The web page a person talks to (plain ES modules, no build step); package data, so wheels carry it.
+STATIC_DIR = Path(__file__).parent / "static"
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> bool:
@@ -44,6 +50,8 @@ class Gateway:
         app = FastAPI(title="voxmesh gateway", docs_url=None, redoc_url=None)
         app.include_router(health_router(self.readiness))
         app.add_api_websocket_route("/v1/realtime", self.realtime)
+        app.add_api_route("/", _index_page, methods=["GET"], include_in_schema=False)
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
         return app
 
     async def realtime(
@@ -81,6 +89,10 @@ class Gateway:
             await asyncio.wait_for(self._no_sessions.wait(), timeout=grace_s)
         for session in list(self.sessions):
             await _close_quietly(session.ws, 1001, "server shutting down")
+
+
+async def _index_page() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
 
 async def _close_quietly(websocket: WebSocket, code: int, reason: str) -> None:

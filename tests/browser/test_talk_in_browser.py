@@ -1,0 +1,120 @@
+"""A person talking to the web page: real Chromium, its microphone fed from a WAV, `voxmesh up` behind it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import microphone_wav, talking_page
+from tests.e2e.conftest import RunningStack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+ROOT = Path(__file__).resolve().parents[2]
+# `VOXMESH_UPDATE_SCREENSHOT=1 pytest tests/browser` refreshes the README's picture of the page.
+README_SCREENSHOT = ROOT / "docs" / "web-page.png"
+ANSWER_TIMEOUT_MS = 120_000
+
+
+def _state(page: Page) -> dict[str, Any]:
+    state: dict[str, Any] = page.evaluate("() => window.voxmesh")
+    return state
+
+
+def _sent(state: dict[str, Any], event_type: str) -> list[dict[str, Any]]:
+    return [entry for entry in state["log"] if entry["direction"] == "out" and entry["type"] == event_type]
+
+
+def test_spoken_question_is_transcribed_answered_and_played_on_the_page(
+    page_stack: RunningStack, chromium_path: str, tmp_path: Path
+) -> None:
+    mic = microphone_wav(tmp_path / "mic.wav", 1000, "What is the capital of France?", 12_000)
+    with talking_page(chromium_path, mic, page_stack) as page:
+        expect(page.locator("#connection")).to_have_text("Not connected")
+        page.get_by_role("button", name="Start conversation").press("Enter")  # the keyboard works
+
+        expect(page.locator("#connection")).to_have_text("Connected", timeout=15_000)
+        expect(page.locator("#mic")).to_contain_text("Microphone on")
+        expect(page.get_by_role("button", name="End conversation")).to_be_visible()
+        conversation = page.locator("#turns")
+        expect(conversation).to_have_attribute("aria-live", "polite")
+        expect(conversation.locator(".user")).to_contain_text(re.compile("capital", re.I), timeout=60_000)
+        expect(conversation.locator(".user")).to_contain_text(re.compile("france", re.I))
+
+        page.wait_for_function(
+            "() => window.voxmesh.turns.some(t => t.assistantText && t.playback === 'drained')",
+            timeout=ANSWER_TIMEOUT_MS,
+        )
+        state = _state(page)
+        answered = next(t for t in state["turns"] if t["assistantText"] and t["playback"] == "drained")
+        reply = page.locator(f'.turn[data-key="{answered["key"]}"]')
+        expect(reply.locator(".assistant")).to_contain_text(answered["assistantText"])
+        expect(reply.locator(".latency")).to_have_text(re.compile(r"\d+ ms"))
+        expect(reply.locator(".unheard")).to_be_hidden()
+        expect(reply.locator(".tag")).to_be_hidden()
+
+        assert state["framesSent"] > 100, "the microphone streams 20 ms frames"
+        assert state["samplesPlayed"] > 0.3 * state["outputSampleRate"], "at least 0.3 s of the reply played"
+        assert answered["localLatencyMs"] is not None and answered["localLatencyMs"] >= 0
+        assert state["lastLatencyMs"] == answered["latencyMs"]
+        assert not answered["interrupted"]
+        reports = [e["detail"] for e in _sent(state, "audio.played")]
+        assert any(r.startswith(f"turn_id={answered['id']} ") for r in reports), "end of playback reported"
+
+        page.screenshot(path=tmp_path / "page.png", full_page=True)
+        if os.environ.get("VOXMESH_UPDATE_SCREENSHOT"):
+            shutil.copyfile(tmp_path / "page.png", README_SCREENSHOT)
+        page.set_viewport_size({"width": 390, "height": 844})  # a phone
+        page.screenshot(path=tmp_path / "phone.png", full_page=True)
+
+        page.get_by_role("button", name="End conversation").click()
+        expect(page.locator("#connection")).to_have_text("Not connected")
+        expect(page.locator("#mic")).to_contain_text("Microphone off")
+        expect(page.get_by_role("button", name="Start conversation")).to_be_visible()
+
+
+def test_talking_over_a_reply_interrupts_it_and_the_new_question_is_answered(
+    page_stack: RunningStack, chromium_path: str, tmp_path: Path
+) -> None:
+    # The second question starts while the long first reply is playing (about a second after it began).
+    mic = microphone_wav(
+        tmp_path / "mic.wav",
+        1000, "Tell me a long story about the moon.", 2500, "How many days are in a week?", 12_000,
+    )  # fmt: skip
+    with talking_page(chromium_path, mic, page_stack) as page:
+        page.get_by_role("button", name="Start conversation").click()
+
+        interrupted = page.locator('.turn[data-status="interrupted"]').first
+        expect(interrupted.locator(".note")).to_contain_text("Interrupted", timeout=ANSWER_TIMEOUT_MS)
+        page.wait_for_function(
+            """() => {
+                const turns = window.voxmesh.turns;
+                const cut = turns.findIndex(t => t.interrupted && t.assistantText);
+                const answered = t => t.assistantText && t.playback === 'drained';
+                return cut >= 0 && turns.slice(cut + 1).some(answered);
+            }""",
+            timeout=ANSWER_TIMEOUT_MS,
+        )
+        state = _state(page)
+        page.screenshot(path=tmp_path / "interrupted.png", full_page=True)
+
+        cut = next(i for i, t in enumerate(state["turns"]) if t["interrupted"] and t["assistantText"])
+        first, later = state["turns"][cut], state["turns"][cut + 1 :]
+        assert "moon" in first["userText"].lower() or "story" in first["userText"].lower(), first
+        assert any("week" in t["userText"].lower() for t in later), later
+        second = next(t for t in later if t["assistantText"] and t["playback"] == "drained")
+        answer = page.locator(f'.turn[data-key="{second["key"]}"] .assistant')
+        expect(answer).to_contain_text(second["assistantText"])
+        assert first["playback"] != "drained", "the first reply never played to its end"
+        assert _sent(state, "audio.played"), "where playback stopped is reported to the server"
+        # With `reply.truncated` the page knows what was heard and strikes out the rest.
+        if first["heardText"] is not None and first["unheardText"]:
+            cut_reply = page.locator(f'.turn[data-key="{first["key"]}"]')
+            expect(cut_reply.locator("del.unheard")).to_have_text(first["unheardText"])
+            expect(cut_reply.locator(".tag")).to_have_text("not heard")
