@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-# Run as a script, so the repository root (for `tests.speech`) is not on the path by itself.
+# Run as a script, so the repository root (for `clients` and `tests.speech`) is not on the path by itself.
 _ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(_ROOT))
 
-from services.talk import DEFAULT_URL, TalkError, TalkResult, talk  # noqa: E402
+from clients.talk import DEFAULT_URL, TalkError, TalkResult, talk  # noqa: E402
 
 DEFAULT_QUESTION = "What is the capital of France?"
 
@@ -60,14 +60,15 @@ async def _bench(wav: Path, url: str, runs: int, timeout_s: float) -> list[TalkR
             print(f"run {index:>3}: FAILED: {exc}")
             continue
         first = "-" if result.first_audio_ms is None else f"{result.first_audio_ms:.1f}"
-        print(f"run {index:>3}: first_audio_ms {first:>8}  total_ms {result.total_ms:8.1f}")
+        total = "-" if result.total_ms is None else f"{result.total_ms:.1f}"
+        print(f"run {index:>3}: first_audio_ms {first:>8}  total_ms {total:>8}")
         results.append(result)
     return results
 
 
 def _report(results: list[TalkResult], runs: int, url: str) -> None:
     firsts = [r.first_audio_ms for r in results if r.first_audio_ms is not None]
-    totals = [r.total_ms for r in results]
+    totals = [r.total_ms for r in results if r.total_ms is not None]
     if not firsts:
         print("no run returned reply audio")
         return

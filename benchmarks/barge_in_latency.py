@@ -1,0 +1,185 @@
+"""Time to first reply audio for a question asked alone vs. the same question spoken over a long reply.
+
+    python benchmarks/barge_in_latency.py [--runs 10] [--url ws://HOST:PORT/v1/realtime | --start PORT]
+
+Each run asks, in fresh sessions: (a) the question alone; (b) a question with a long answer, then the same
+question BARGE_IN_MS after the long reply's first audio arrived (talking over it, as `voxmesh talk
+--barge-in-ms` does). Both figures are first_audio_ms of the question: from the end of its speech to the
+first byte of its reply. A barge-in is slower when the services are still busy with the interrupted reply.
+`--start PORT` runs `voxmesh up --port PORT` for the benchmark and stops it after (SIGTERM).
+The questions are synthesized with the bundled piper voice (tests/speech.py), cut where the speech ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+# Run as a script, so the repository root (for `clients` and `tests.speech`) is not on the path by itself.
+_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(_ROOT))
+
+from clients.talk import DEFAULT_URL, TalkError, converse  # noqa: E402
+
+LONG_QUESTION = "Tell me a long story about the moon."
+QUESTION = "How many days are in a week?"
+READY_LINE = "voxmesh is ready"
+
+
+def _synthesize(directory: Path) -> tuple[Path, Path]:
+    try:
+        from tests.speech import speech_wav
+    except ImportError as exc:
+        raise SystemExit(
+            f"tests.speech is unavailable ({exc}): run from a checkout with the dev extras"
+        ) from None
+    return speech_wav(directory / "long.wav", LONG_QUESTION), speech_wav(directory / "question.wav", QUESTION)
+
+
+async def _alone(question: Path, url: str, timeout_s: float) -> float:
+    conversation = await converse([question], url=url, timeout_s=timeout_s)
+    first = conversation.turns[0].first_audio_ms
+    if first is None:
+        raise TalkError("the question got no reply audio")
+    return first
+
+
+async def _over_a_long_reply(
+    long: Path, question: Path, url: str, barge_in_ms: float, timeout_s: float
+) -> float:
+    conversation = await converse([long, question], url=url, barge_in_ms=barge_in_ms, timeout_s=timeout_s)
+    story, answer = conversation.turns
+    if not story.interrupted:
+        raise TalkError("the long reply ended before the barge-in: not a barge-in")
+    if answer.first_audio_ms is None:
+        raise TalkError("the question got no reply audio")
+    return answer.first_audio_ms
+
+
+async def _bench(
+    args: argparse.Namespace, long: Path, question: Path
+) -> tuple[list[float], list[float], int]:
+    """Alternate (a) and (b) so that drift in machine load hits both alike; returns both series, failures."""
+    alone: list[float] = []
+    barged: list[float] = []
+    failures = 0
+    for index in range(1, args.runs + 1):
+        line = f"run {index:>3}:"
+        try:
+            alone.append(await _alone(question, args.url, args.timeout))
+            line += f" alone {alone[-1]:8.1f} ms"
+        except TalkError as exc:
+            failures += 1
+            line += f" alone FAILED ({exc})"
+        try:
+            barged.append(await _over_a_long_reply(long, question, args.url, args.barge_in_ms, args.timeout))
+            line += f"  barge-in {barged[-1]:8.1f} ms"
+        except TalkError as exc:
+            failures += 1
+            line += f"  barge-in FAILED ({exc})"
+        print(line, flush=True)
+    return alone, barged, failures
+
+
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return float("nan"), float("nan")
+    return float(np.percentile(values, 50)), float(np.percentile(values, 95))
+
+
+def _machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {model}"
+
+
+def _report(args: argparse.Namespace, alone: list[float], barged: list[float], failures: int) -> None:
+    a50, a95 = _percentiles(alone)
+    b50, b95 = _percentiles(barged)
+    command = shlex.join([Path(sys.executable).name, *sys.argv])
+    print()
+    print(f"command: {command}")
+    print(f"machine: {_machine()}; date: {datetime.date.today()}")
+    print(
+        f"runs: {args.runs} of each; failures: {failures}; barge-in {args.barge_in_ms:g} ms after first audio"
+    )
+    print()
+    print("| case | runs ok | first audio p50 | p95 |")
+    print("|---|---|---|---|")
+    print(f"| (a) question alone, fresh session | {len(alone)}/{args.runs} | {a50:.0f} ms | {a95:.0f} ms |")
+    print(f"| (b) same question barging in | {len(barged)}/{args.runs} | {b50:.0f} ms | {b95:.0f} ms |")
+    print(f"| ratio (b)/(a) | | {b50 / a50:.2f} | {b95 / a95:.2f} |")
+
+
+@contextmanager
+def _voxmesh_up(port: int | None) -> Iterator[str | None]:
+    """With a port: `voxmesh up` on it for the duration, yielding its URL; without: nothing to start."""
+    if port is None:
+        yield None
+        return
+    command = [sys.executable, "-m", "services.cli", "up", "--port", str(port)]
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen(command, cwd=_ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                if READY_LINE in line:
+                    break
+            else:
+                log.seek(0)
+                raise SystemExit(f"voxmesh up did not become ready: {log.read()[-3000:]}")
+            yield f"ws://127.0.0.1:{port}/v1/realtime"
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def main() -> int:
+    """Parse arguments, run both cases `--runs` times, print per-run lines and a markdown table."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=10, help="repetitions of each case (default 10)")
+    parser.add_argument("--url", default=DEFAULT_URL, help=f"gateway to measure (default {DEFAULT_URL})")
+    parser.add_argument("--start", type=int, default=None, metavar="PORT", help="run `voxmesh up` on PORT")
+    parser.add_argument("--barge-in-ms", type=float, default=500.0, help="after the long reply's first audio")
+    parser.add_argument("--timeout", type=float, default=120.0, help="per question, in seconds")
+    args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    with tempfile.TemporaryDirectory() as scratch, _voxmesh_up(args.start) as started_url:
+        args.url = started_url or args.url
+        long, question = _synthesize(Path(scratch))
+        try:
+            alone, barged, failures = asyncio.run(_bench(args, long, question))
+        except (ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    _report(args, alone, barged, failures)
+    return 0 if failures == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
