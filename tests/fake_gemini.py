@@ -7,7 +7,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -52,6 +52,8 @@ class FakeGeminiServer:
         self.delay_s = delay_s
         self.fail_status = fail_status
         self.requests: list[ReceivedRequest] = []
+        self.streams_abandoned = 0
+        """Streams whose client went away before the last chunk (the server saw the connection close)."""
         self.base_url = ""
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -126,9 +128,19 @@ class FakeGeminiServer:
 
     async def _events(self, model: str) -> AsyncIterator[str]:
         pieces = self.chunks()
+        finished = False
+        try:
+            for chunk in self._chunks(model, pieces):
+                if self.delay_s:
+                    await asyncio.sleep(self.delay_s)
+                yield chunk
+            finished = True
+        finally:
+            if not finished:
+                self.streams_abandoned += 1
+
+    def _chunks(self, model: str, pieces: list[str]) -> Iterator[str]:
         for i, piece in enumerate(pieces):
-            if self.delay_s:
-                await asyncio.sleep(self.delay_s)
             candidate: dict[str, Any] = {"content": {"parts": [{"text": piece}], "role": "model"}, "index": 0}
             chunk: dict[str, Any] = {"candidates": [candidate], "modelVersion": model, "responseId": "fake"}
             if i == len(pieces) - 1:

@@ -57,7 +57,7 @@ class EndpointerConfig:
     # Lower than start_threshold (hysteresis) so a dip inside a word does not end speech.
     end_threshold: float = 0.35
     min_speech_ms: int = 96
-    barge_in_min_ms: int = 300
+    barge_in_min_ms: int = 400
     """Voiced this long (trailing silence not counted) is reported as sustained: long enough to cut a
     playing reply."""
     min_silence_ms: int = 400

@@ -17,7 +17,7 @@ class AsrSettings(ServiceSettings):
     max_sessions: int = 64
     min_silence_ms: int = 400
     """Silence after speech that ends an utterance: the main lever on reply latency."""
-    barge_in_min_ms: int = 300
+    barge_in_min_ms: int = 400
     """Speech must last this long (or be transcribed as words) to cut a reply that is playing: shorter
     sounds (a cough, a click, a bump of the microphone) leave the reply alone. Chosen by measurement,
     see docs/benchmarks.md."""

@@ -4,7 +4,7 @@ and what goes into the history. No I/O here: the session supplies the effects (R
 Rules (docs/protocol.md, "Turns and interruptions"):
 - every utterance gets its own turn; a transcript never answers for a later utterance;
 - while reply audio is playing, an utterance cuts it only once it is sustained (the ASR's barge-in
-  minimum) or has words, so a cough does not interrupt;
+  minimum) or has words other than backchannels ("mm-hmm"), so a cough does not interrupt;
 - words are never silently lost: a transcript overtaken by a newer utterance, and a request whose reply
   the user did not hear at all because they went on talking, are merged into the next turn's request;
 - a reply that was partly heard goes into the history cut where playback stopped, marked interrupted;
@@ -20,6 +20,15 @@ from typing import Any, Protocol
 
 from services.gateway.playback import ReplyTrack
 from shared.history import HistoryEntry
+
+# Backchannels: said while listening, they hold no request and never cut a playing reply.
+_BACKCHANNELS = frozenset({"hmm", "hm", "mm", "mmm", "mhm", "mm-hmm", "uh-huh", "uh", "um", "ah", "oh", "huh"})
+
+
+def is_backchannel(text: str) -> bool:
+    """Whether a transcript is only listening noises ("Mm-hmm.", "Uh.")."""
+    words = [word.strip(".,!?…").lower() for word in text.split()]
+    return bool(words) and all(word in _BACKCHANNELS for word in words)
 
 
 class Effects(Protocol):
@@ -92,6 +101,8 @@ class Conversation:
                 return
             overtaken = utterance < self._newest_utterance
             if self._utterances[utterance] is None:
+                if is_backchannel(text):
+                    text = ""
                 if not text and (overtaken or not self._has_unanswered()):
                     del self._utterances[utterance]  # a sound with no words left the reply alone
                     return

@@ -235,3 +235,14 @@ async def test_client_cancel_keeps_the_question_in_the_history(
         ("user", "What is the capital of France?", False),
         ("assistant", "", True),
     ]
+
+
+async def test_a_backchannel_during_a_reply_does_not_interrupt(
+    convo: Conversation, effects: FakeEffects, clock: Clock
+) -> None:
+    await ask(convo, 10, "Tell me about the moon.")
+    play_reply(convo, clock, ["The moon is bright."], [3.0])
+    clock.now += 0.5
+    await convo.speech_started(100)
+    await convo.transcript(100, "Mm-hmm.", 0.0)
+    assert convo.turn == 1 and "audio.clear" not in effects.types()

@@ -91,7 +91,7 @@ def test_events_fire_once_min_speech_and_min_silence_have_passed() -> None:
         assert endpointer.in_speech == (600 <= t + WINDOW_MS < 1900)
 
     # 96 ms of speech needs 5 windows of 20 ms; 400 ms of silence after the last speech window at 1500.
-    assert fired_at == {SpeechStarted: 600, SpeechSustained: 800, SpeechEnded: 1900}
+    assert fired_at == {SpeechStarted: 600, SpeechSustained: 900, SpeechEnded: 1900}
 
 
 def test_pre_roll_is_shorter_when_speech_starts_early() -> None:
@@ -157,7 +157,7 @@ def test_odd_sized_chunks_give_the_same_events_as_one_buffer() -> None:
 def test_reset_drops_the_utterance_and_restarts_positions() -> None:
     detector = ScriptedDetector((500, 1500, 0.9))
     endpointer = Endpointer(detector)
-    assert endpointer.feed(stream(1000)) == [SpeechStarted(at_ms=500), SpeechSustained(at_ms=800)]
+    assert endpointer.feed(stream(1000)) == [SpeechStarted(at_ms=500), SpeechSustained(at_ms=900)]
     assert endpointer.in_speech
 
     endpointer.reset()
