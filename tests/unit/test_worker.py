@@ -33,6 +33,7 @@ class FakeQueue:
     def __init__(self, deliveries: list[Delivery]) -> None:
         self.waiting = list(deliveries)
         self.acked: list[bytes] = []
+        self.ack_seen = asyncio.Event()
         self.bus = FakeBus()
         self.read_calls = 0
 
@@ -48,6 +49,12 @@ class FakeQueue:
 
     async def ack(self, entry_id: bytes) -> None:
         self.acked.append(entry_id)
+        self.ack_seen.set()
+
+    async def wait_acked(self, entry_id: bytes) -> None:
+        while entry_id not in self.acked:
+            self.ack_seen.clear()
+            await self.ack_seen.wait()
 
     async def keep_alive(self, entry_ids: list[Any]) -> None:
         pass
@@ -79,13 +86,11 @@ async def test_a_job_cancelled_before_it_starts_frees_its_slot_and_acks_its_entr
             # The cancel broadcast lands in the same loop step, before the job's first step.
             worker.on_cancel(Cancel(session_id="s", turn_id=1, seq=1))
 
-    worker._admit = admit_then_cancel  # type: ignore[method-assign]
+    worker._admit = admit_then_cancel  # type: ignore[method-assign,assignment]
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as group:
         group.create_task(worker.run(stop))
-        async with asyncio.timeout(5):
-            while b"0-2" not in queue.acked:
-                await asyncio.sleep(0.01)
+        await asyncio.wait_for(queue.wait_acked(b"0-2"), 5)
         stop.set()
 
     assert handled == ["q2"], "the cancelled job never ran and the next one got the only slot"
@@ -120,8 +125,6 @@ async def test_shutdown_puts_a_running_job_back_and_an_aborted_one_is_acked() ->
         group.create_task(worker.run(stop))
         await asyncio.wait_for(started.wait(), 5)
         worker.on_cancel(Cancel(session_id="s", turn_id=5, seq=5))
-        async with asyncio.timeout(5):
-            while not queue.acked:
-                await asyncio.sleep(0.01)
+        await asyncio.wait_for(queue.wait_acked(b"0-2"), 5)
         stop.set()
     assert queue.acked == [b"0-2"] and queue.bus.sent == [], "an aborted job is done, not requeued"
