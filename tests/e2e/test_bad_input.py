@@ -39,6 +39,17 @@ async def _abuse(url: str) -> list[str]:
         seen.append((await _next_event(ws))["code"])
         await ws.send(json.dumps({"type": "ping"}))
         seen.append((await _next_event(ws))["type"])
+        await ws.send(json.dumps({"type": "audio.played", "turn_id": 0, "played_ms": -1}))
+        seen.append((await _next_event(ws))["code"])
+        await ws.send(json.dumps({"type": "session.update", "session": {"output_sample_rate": 1}}))
+        seen.append((await _next_event(ws))["code"])
+        await ws.send(json.dumps({"type": "session.update", "session": {"output_sample_rate": 24000}}))
+        updated = await _next_event(ws)
+        assert updated == {
+            "type": "session.updated",
+            "session": {"output_sample_rate": 24000, "instructions": ""},
+        }
+        seen.append(updated["type"])
         with pytest.raises(ConnectionClosed) as closed:
             await ws.send(b"\x00" * (10 * 1024 * 1024))
             await asyncio.wait_for(ws.recv(), timeout=10)
@@ -54,7 +65,10 @@ async def test_bad_input_is_answered_and_another_session_is_unaffected(
     codes = await _abuse(stack.url)
     result = await healthy
 
-    assert codes == ["bad_json", "unknown_event", "bad_json", "bad_audio", "frame_too_large", "pong", "1009"]
+    assert codes == [
+        "bad_json", "unknown_event", "bad_json", "bad_audio", "frame_too_large", "pong",
+        "bad_event", "invalid_session_update", "session.updated", "1009",
+    ]  # fmt: skip
     assert "france" in result.transcript.lower()
     assert result.reply_audio
 

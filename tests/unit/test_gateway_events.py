@@ -6,10 +6,12 @@ import pytest
 
 from services.gateway.app import origin_allowed
 from services.gateway.events import (
+    AudioPlayed,
     ClientEventError,
     Ping,
     ResponseCancel,
     SessionClose,
+    SessionUpdate,
     error_event,
     parse_client_event,
 )
@@ -49,6 +51,41 @@ def test_bad_json(text: str) -> None:
     assert error.code == "bad_json"
     assert error.message == str(error)
     assert error.message
+
+
+def test_audio_played_and_session_update_parse() -> None:
+    played = parse_client_event('{"type": "audio.played", "turn_id": 3, "played_ms": 1250.5}')
+    assert isinstance(played, AudioPlayed) and (played.turn_id, played.played_ms) == (3, 1250.5)
+    update = parse_client_event(
+        '{"type": "session.update", "session": {"output_sample_rate": 24000, "instructions": "Be brief."}}'
+    )
+    assert isinstance(update, SessionUpdate)
+    assert (update.session.output_sample_rate, update.session.instructions) == (24000, "Be brief.")
+    partial = parse_client_event('{"type": "session.update", "session": {}}')
+    assert isinstance(partial, SessionUpdate) and partial.session.output_sample_rate is None
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ('{"type": "audio.played", "turn_id": 1, "played_ms": -5}', "bad_event"),
+        ('{"type": "audio.played", "turn_id": 1}', "bad_event"),
+        ('{"type": "audio.played", "turn_id": "x", "played_ms": 5}', "bad_event"),
+        ('{"type": "session.update"}', "invalid_session_update"),
+        ('{"type": "session.update", "session": {"output_sample_rate": 100}}', "invalid_session_update"),
+        ('{"type": "session.update", "session": {"output_sample_rate": "24000"}}', "invalid_session_update"),
+        ('{"type": "session.update", "session": {"voice": "alloy"}}', "invalid_session_update"),
+        (
+            '{"type": "session.update", "session": {"instructions": "' + "x" * 2001 + '"}}',
+            "invalid_session_update",
+        ),
+        ('{"type": "session.update", "session": [1]}', "invalid_session_update"),
+    ],
+)
+def test_known_event_with_bad_fields_gets_its_own_code(text: str, code: str) -> None:
+    error = _error(text)
+    assert error.code == code
+    assert "x" * 50 not in error.message, "the client's values are not echoed back"
 
 
 @pytest.mark.parametrize("text", ['{"type": "nope"}', '{"type": ""}', '{"type": "PING"}'])
