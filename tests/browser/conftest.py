@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import shutil
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import ConsoleMessage, Page, sync_playwright
 
+from services.gateway.app import STATIC_DIR
 from shared.audio import write_wav
 from tests.e2e.conftest import RunningStack, start_stack, stop_stack
+from tests.ports import free_port_run
 from tests.speech import silence, synthesize_speech
 
 # Chromium's fake capture device converts any WAV; 48 kHz 16-bit mono is its native rate on Linux.
@@ -49,36 +57,75 @@ def microphone_wav(path: Path, *pieces: str | int) -> Path:
     return path
 
 
-@contextmanager
-def talking_page(chromium_path: str, microphone: Path, stack: RunningStack) -> Iterator[Page]:
-    """The page in headless Chromium, whose microphone plays `microphone` once, then silence.
+class _StaticPageHandler(SimpleHTTPRequestHandler):
+    """Serves the page as the gateway does (`/` and `/static/`), and nothing at `/v1/realtime`."""
 
-    JavaScript errors on the page fail the test when the page closes.
+    def translate_path(self, path: str) -> str:
+        if urlsplit(path).path == "/":
+            return str(STATIC_DIR / "index.html")
+        return super().translate_path(path)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # one line per request is noise in test output
+
+
+@pytest.fixture(scope="module")
+def page_without_server() -> Iterator[str]:
+    """URL of the page served without a gateway behind it: its WebSocket never connects."""
+    handler = functools.partial(_StaticPageHandler, directory=str(STATIC_DIR.parent))
+    server = ThreadingHTTPServer(("127.0.0.1", free_port_run()), handler)
+    thread = threading.Thread(target=server.serve_forever, name="static-page")
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+@contextmanager
+def open_page(
+    chromium_path: str,
+    url: str,
+    microphone: Path | None = None,
+    allow_microphone: bool = True,
+    expected_console_errors: str | None = None,
+) -> Iterator[Page]:
+    """The page in headless Chromium with a fake microphone: `microphone` played once then silence (a beep
+    when None). With `allow_microphone` False the browser refuses it, as when a person says no.
+
+    JavaScript errors on the page, and console errors not matching `expected_console_errors` (a regex),
+    fail the test when the page closes.
     """
+    args = ["--use-fake-device-for-media-stream", "--autoplay-policy=no-user-gesture-required"]
+    if allow_microphone:
+        args.append("--use-fake-ui-for-media-stream")  # grants the microphone without a prompt
+    if microphone is not None:
+        args.append(f"--use-file-for-fake-audio-capture={microphone}%noloop")
     errors: list[str] = []
 
     def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
+        if message.type == "error" and not (
+            expected_console_errors and re.search(expected_console_errors, message.text)
+        ):
             errors.append(message.text)
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium_path,
-            headless=True,
-            args=[
-                "--use-fake-ui-for-media-stream",  # grants the microphone without a prompt
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={microphone}%noloop",
-                "--autoplay-policy=no-user-gesture-required",
-            ],
-        )
+        browser = playwright.chromium.launch(executable_path=chromium_path, headless=True, args=args)
         try:
             page = browser.new_page(viewport={"width": 960, "height": 860})
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.on("console", on_console)
-            page.goto(f"http://127.0.0.1:{stack.port}/")
+            page.goto(url)
             yield page
         finally:
             browser.close()
-    # The server answers `audio.played` with an error until it knows the event; that is logged, not thrown.
+    # The server answers `audio.played` with an error while it does not know the event; the page only
+    # logs that, so nothing reaches the console.
     assert not errors, errors
+
+
+def talking_page(chromium_path: str, microphone: Path, stack: RunningStack) -> AbstractContextManager[Page]:
+    """The page of a running `voxmesh up`, whose microphone says what `microphone` holds."""
+    return open_page(chromium_path, f"http://127.0.0.1:{stack.port}/", microphone)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.browser.conftest import microphone_wav, talking_page
 from tests.e2e.conftest import RunningStack
@@ -25,6 +26,20 @@ ANSWER_TIMEOUT_MS = 120_000
 def _state(page: Page) -> dict[str, Any]:
     state: dict[str, Any] = page.evaluate("() => window.voxmesh")
     return state
+
+
+def _wait_for(page: Page, condition: str, what: str) -> None:
+    """Wait until the JS `condition` holds; on timeout fail with the page's turns and event log."""
+    try:
+        page.wait_for_function(condition, timeout=ANSWER_TIMEOUT_MS)
+    except PlaywrightTimeoutError:
+        state = _state(page)
+        turns = [
+            {k: t[k] for k in ("id", "status", "userText", "assistantText", "playback")}
+            for t in state["turns"]
+        ]
+        log = [f"{e['at']} {e['direction']} {e['type']} {e['detail'][:80]}" for e in state["log"]]
+        pytest.fail(f"the page never showed {what}\nturns: {turns}\nlog:\n" + "\n".join(log))
 
 
 def _sent(state: dict[str, Any], event_type: str) -> list[dict[str, Any]]:
@@ -47,9 +62,10 @@ def test_spoken_question_is_transcribed_answered_and_played_on_the_page(
         expect(conversation.locator(".user")).to_contain_text(re.compile("capital", re.I), timeout=60_000)
         expect(conversation.locator(".user")).to_contain_text(re.compile("france", re.I))
 
-        page.wait_for_function(
+        _wait_for(
+            page,
             "() => window.voxmesh.turns.some(t => t.assistantText && t.playback === 'drained')",
-            timeout=ANSWER_TIMEOUT_MS,
+            "a reply played to its end",
         )
         state = _state(page)
         answered = next(t for t in state["turns"] if t["assistantText"] and t["playback"] == "drained")
@@ -61,6 +77,7 @@ def test_spoken_question_is_transcribed_answered_and_played_on_the_page(
 
         assert state["framesSent"] > 100, "the microphone streams 20 ms frames"
         assert state["samplesPlayed"] > 0.3 * state["outputSampleRate"], "at least 0.3 s of the reply played"
+        assert answered["samplesPlayed"] == answered["samplesReceived"], "every sample received was played"
         assert answered["localLatencyMs"] is not None and answered["localLatencyMs"] >= 0
         assert state["lastLatencyMs"] == answered["latencyMs"]
         assert not answered["interrupted"]
@@ -68,8 +85,6 @@ def test_spoken_question_is_transcribed_answered_and_played_on_the_page(
         assert any(r.startswith(f"turn_id={answered['id']} ") for r in reports), "end of playback reported"
 
         page.screenshot(path=tmp_path / "page.png", full_page=True)
-        if os.environ.get("VOXMESH_UPDATE_SCREENSHOT"):
-            shutil.copyfile(tmp_path / "page.png", README_SCREENSHOT)
         page.set_viewport_size({"width": 390, "height": 844})  # a phone
         page.screenshot(path=tmp_path / "phone.png", full_page=True)
 
@@ -82,30 +97,36 @@ def test_spoken_question_is_transcribed_answered_and_played_on_the_page(
 def test_talking_over_a_reply_interrupts_it_and_the_new_question_is_answered(
     page_stack: RunningStack, chromium_path: str, tmp_path: Path
 ) -> None:
-    # The second question starts while the long first reply is playing (about a second after it began).
+    # The first reply takes 1.5-2 s to start (more on a busy machine) and lasts some 45 s; the second
+    # question starts 5 s after the first, so it lands a few seconds into the playing reply. (Sooner, and
+    # a slow machine would not be playing the reply yet: the server then merges both questions into one.)
     mic = microphone_wav(
         tmp_path / "mic.wav",
-        1000, "Tell me a long story about the moon.", 2500, "How many days are in a week?", 12_000,
+        1000, "Tell me a long story about the moon.", 5000, "How many days are in a week?", 12_000,
     )  # fmt: skip
     with talking_page(chromium_path, mic, page_stack) as page:
         page.get_by_role("button", name="Start conversation").click()
 
-        interrupted = page.locator('.turn[data-status="interrupted"]').first
-        expect(interrupted.locator(".note")).to_contain_text("Interrupted", timeout=ANSWER_TIMEOUT_MS)
-        page.wait_for_function(
+        _wait_for(
+            page,
             """() => {
                 const turns = window.voxmesh.turns;
                 const cut = turns.findIndex(t => t.interrupted && t.assistantText);
                 const answered = t => t.assistantText && t.playback === 'drained';
                 return cut >= 0 && turns.slice(cut + 1).some(answered);
             }""",
-            timeout=ANSWER_TIMEOUT_MS,
+            "an interrupted reply followed by the answer to the second question",
         )
         state = _state(page)
         page.screenshot(path=tmp_path / "interrupted.png", full_page=True)
+        if os.environ.get("VOXMESH_UPDATE_SCREENSHOT"):
+            shutil.copyfile(tmp_path / "interrupted.png", README_SCREENSHOT)
+        page.get_by_text("Figures and event log").click()
+        page.screenshot(path=tmp_path / "event-log.png", full_page=True)
 
         cut = next(i for i, t in enumerate(state["turns"]) if t["interrupted"] and t["assistantText"])
         first, later = state["turns"][cut], state["turns"][cut + 1 :]
+        expect(page.locator(f'.turn[data-key="{first["key"]}"] .note')).to_contain_text("Interrupted")
         assert "moon" in first["userText"].lower() or "story" in first["userText"].lower(), first
         assert any("week" in t["userText"].lower() for t in later), later
         second = next(t for t in later if t["assistantText"] and t["playback"] == "drained")

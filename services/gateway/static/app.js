@@ -8,6 +8,8 @@ import {
   playbackProgress,
   playbackStarted,
   playbackStopped,
+  replyAudioReceived,
+  sessionEnded,
   setError,
   turnByKey,
   turnFor,
@@ -122,12 +124,14 @@ async function start() {
   audio.player.port.onmessage = (event) => onPlayer(event.data);
   const url = realtimeUrl(window.location, audio.context.sampleRate);
   logEntry(state, "page", "connect", url);
-  client = new RealtimeClient(url, {
-    onEvent: onServerEvent,
-    onAudio: onReplyAudio,
-    onStatus: onConnectionStatus,
+  // A client that was stopped may still report its closing; only the current one changes the page.
+  const current = new RealtimeClient(url, {
+    onEvent: (event) => client === current && onServerEvent(event),
+    onAudio: (turnId, buffer) => client === current && onReplyAudio(turnId, buffer),
+    onStatus: (status) => client === current && onConnectionStatus(status),
     onWire: (direction, type, detail) => logEntry(state, direction, type, detail),
   });
+  client = current;
   client.connect();
   view.render();
 }
@@ -137,6 +141,7 @@ function stop() {
   client = null;
   closing?.close();
   closeAudio();
+  sessionEnded(state, "the conversation was ended");
   state.connection = "idle";
   state.mic = "off";
   view.render();
@@ -159,8 +164,8 @@ function onConnectionStatus(status) {
       state.connection = "reconnecting";
       state.reconnectAttempt = status.attempt;
       audio?.player.port.postMessage({ type: "reset" });
-      state.playingTurn = null;
-      setError(state, "connection", "Lost the connection to the server; reconnecting…");
+      sessionEnded(state, "the connection dropped");
+      if (status.reason) setError(state, "connection", reconnectingProblem(status.reason));
       break;
     case "connected":
       state.connection = "connected";
@@ -173,6 +178,7 @@ function onConnectionStatus(status) {
     case "failed":
       client = null;
       closeAudio();
+      sessionEnded(state, "the connection dropped");
       state.connection = "disconnected";
       state.mic = "off";
       setError(state, "server", serverProblem(status));
@@ -182,6 +188,12 @@ function onConnectionStatus(status) {
   }
   logEntry(state, "page", `connection ${status.state}`, status.code ? `code ${status.code}` : "");
   view.render();
+}
+
+function reconnectingProblem(reason) {
+  if (reason === "unreachable") return "Can't reach the voxmesh server yet; trying again…";
+  if (reason === "busy") return "The server is busy or restarting; trying again…";
+  return "Lost the connection to the server; reconnecting…";
 }
 
 /** Why the server is gone, in plain words. */
@@ -237,6 +249,7 @@ function clearPlayback(turn) {
 function onReplyAudio(turnId, buffer) {
   const turn = turnFor(state, turnId);
   if (audio === null || state.playingTurn !== turn.key) return;
+  replyAudioReceived(state, turn, buffer.byteLength);
   audio.player.port.postMessage({ type: "pcm", key: turn.key, pcm: buffer }, [buffer]);
 }
 
@@ -248,13 +261,16 @@ function onPlayer(message) {
       break;
     }
     case "progress":
-      playbackProgress(state, message.key, message.played);
+      playbackProgress(state, message.key, message.played, message.underruns);
       break;
     case "drained":
     case "cleared": {
-      const turn = playbackStopped(state, message.key, message.played, message.type);
-      if (turn !== null && turn.session === state.session && client !== null && turn.sampleRate) {
-        client.audioPlayed(turn.id, (turn.samplesPlayed / turn.sampleRate) * 1000);
+      const turn = playbackStopped(state, message.key, message.played, message.underruns, message.type);
+      // played is null when the player had already let go of the turn: its position is reported then.
+      const report = message.played !== null || turn?.reportedPlayedMs === null;
+      if (report && turn !== null && turn.session === state.session && client !== null && turn.sampleRate) {
+        turn.reportedPlayedMs = (turn.samplesPlayed / turn.sampleRate) * 1000;
+        client.audioPlayed(turn.id, turn.reportedPlayedMs);
       }
       break;
     }
@@ -264,5 +280,7 @@ function onPlayer(message) {
   view.render();
 }
 
+// Leaving the page ends the session cleanly rather than leaving the server to notice a dropped socket.
+window.addEventListener("pagehide", () => client !== null && stop());
 logEntry(state, "page", "ready");
 view.render();

@@ -6,10 +6,11 @@
 //               {type: "clear", key}         stop this turn now and drop what is buffered
 //               {type: "reset"}              drop everything without a report (connection gone)
 // Messages out: {type: "first", key}                the turn's first sample was output just now
-//               {type: "progress", key, played}     samples of the turn played so far (at its own rate)
-//               {type: "drained", key, played}      played to the end
-//               {type: "cleared", key, played}      emptied by "clear" (played is null if the turn
-//                                                   was no longer held)
+//               {type: "progress", key, played, underruns}  samples of the turn played so far (at its
+//                                                   own rate), and how often the buffer ran dry
+//               {type: "drained", key, played, underruns}   played to the end
+//               {type: "cleared", key, played, underruns}   emptied by "clear" (played is null if the
+//                                                   turn was no longer held)
 // Reply audio arrives faster than real time, so the buffer only runs dry between slow phrases; after
 // a dry spell playback waits for a little audio again rather than stuttering sample by sample.
 
@@ -56,6 +57,7 @@ class ReplyPlayer extends AudioWorkletProcessor {
     this.offset = 0; // read position in chunks[0]
     this.queued = 0;
     this.played = 0;
+    this.underruns = 0;
     this.ended = false;
     this.started = false;
     this.waitFor = Math.ceil(START_BUFFER_S * rate);
@@ -110,7 +112,7 @@ class ReplyPlayer extends AudioWorkletProcessor {
   }
 
   finish(how) {
-    this.port.postMessage({ type: how, key: this.key, played: this.played });
+    this.port.postMessage({ type: how, key: this.key, played: this.played, underruns: this.underruns });
     this.key = null;
     this.chunks = [];
   }
@@ -119,8 +121,10 @@ class ReplyPlayer extends AudioWorkletProcessor {
     const out = outputs[0][0];
     if (this.key === null || !out) return true;
     if (this.buffering) {
-      if (this.queued >= this.waitFor || (this.ended && this.queued > 0)) this.buffering = false;
-      else if (this.ended) this.finish("drained");
+      if (this.queued >= this.waitFor || (this.ended && this.queued > 0)) {
+        this.buffering = false;
+        if (this.started) this.underruns += 1; // it ran dry mid-reply: the person heard a gap
+      } else if (this.ended) this.finish("drained");
       if (this.buffering) return true;
     }
     const written = this.fill(out);
@@ -131,7 +135,7 @@ class ReplyPlayer extends AudioWorkletProcessor {
     this.sinceProgress += written;
     if (this.sinceProgress >= PROGRESS_EVERY_S * sampleRate) {
       this.sinceProgress = 0;
-      this.port.postMessage({ type: "progress", key: this.key, played: this.played });
+      this.port.postMessage({ type: "progress", key: this.key, played: this.played, underruns: this.underruns });
     }
     if (written < out.length) {
       if (this.ended && this.queued === 0) this.finish("drained");

@@ -201,7 +201,7 @@ export class RealtimeClient {
     if (why.retry && this.attempt < RETRY_DELAYS_MS.length) {
       const delay = RETRY_DELAYS_MS[this.attempt];
       this.attempt += 1;
-      this.handlers.onStatus({ state: "reconnecting", attempt: this.attempt, of: RETRY_DELAYS_MS.length, code: event.code });
+      this.handlers.onStatus({ state: "reconnecting", attempt: this.attempt, of: RETRY_DELAYS_MS.length, code: event.code, reason: why.reason });
       this.retryTimer = setTimeout(() => this.open(), delay);
       return;
     }

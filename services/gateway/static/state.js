@@ -40,7 +40,7 @@ function newTurn(state, id) {
     key: `${state.session}:${id}`,
     id,
     session: state.session,
-    status: "listening", // listening | thinking | speaking | done | interrupted | failed
+    status: "listening", // listening | thinking | speaking | done | interrupted | failed | ended
     userText: "",
     userFinal: false,
     phrases: [], // reply phrases by seq
@@ -49,7 +49,10 @@ function newTurn(state, id) {
     heardText: null, // what was heard of an interrupted reply, once known
     unheardText: "",
     playedMs: null,
+    reportedPlayedMs: null, // the last `audio.played` sent for this turn
+    samplesReceived: 0,
     samplesPlayed: 0,
+    underruns: 0, // times the player ran dry before the reply's end (a gap the person heard)
     sampleRate: null,
     audioStartAt: null,
     audioEnded: false,
@@ -184,24 +187,43 @@ export function playbackStarted(state, key, now, outputLatencyMs) {
   state.lastLatencyMs = turn.latencyMs;
 }
 
+/** Reply audio of a turn went to the player. */
+export function replyAudioReceived(state, turn, bytes) {
+  turn.samplesReceived += bytes >> 1;
+}
+
 /** How many samples of a turn's reply the player has played so far. */
-export function playbackProgress(state, key, played) {
+export function playbackProgress(state, key, played, underruns) {
   const turn = turnByKey(state, key);
   if (turn === null || played < turn.samplesPlayed) return;
+  if (underruns !== undefined) turn.underruns = underruns;
   state.samplesPlayed += played - turn.samplesPlayed;
   turn.samplesPlayed = played;
   if (turn.sampleRate) turn.playedMs = (played / turn.sampleRate) * 1000;
 }
 
 /** The player let go of a turn: it played to the end ("drained") or was emptied ("cleared"). */
-export function playbackStopped(state, key, played, how) {
+export function playbackStopped(state, key, played, underruns, how) {
   const turn = turnByKey(state, key);
   if (turn === null) return null;
-  if (played !== null) playbackProgress(state, key, played);
+  if (played !== null) playbackProgress(state, key, played, underruns);
   if (state.playingTurn === key) state.playingTurn = null;
   turn.playback = how;
   if (how === "drained" && !turn.interrupted && turn.status !== "failed") turn.status = "done";
   if (how === "cleared") interrupt(turn);
   updateHeard(turn);
   return turn;
+}
+
+/** The session ended (`why`, e.g. "the connection dropped"): its turns still in progress end here. */
+export function sessionEnded(state, why) {
+  state.playingTurn = null;
+  for (const turn of state.turns) {
+    if (turn.session !== state.session) continue;
+    if (turn.playback === "waiting" || turn.playback === "playing") turn.playback = "cleared";
+    if (turn.status === "speaking" || (turn.status === "thinking" && turn.assistantText)) interrupt(turn);
+    else if (turn.status === "listening" && !turn.userText) turn.status = "ended"; // nothing was said
+    else if (turn.status === "thinking" || turn.status === "listening") turn.status = "failed";
+    if (turn.status === "failed" && turn.error === null) turn.error = why;
+  }
 }

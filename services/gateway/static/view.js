@@ -79,10 +79,10 @@ class TurnView {
 
   update(turn, superseded) {
     this.root.dataset.status = turn.status;
-    const userText = turn.userText || (turn.status === "listening" ? "Listening…" : "");
+    const userText = turn.userText || (turn.status === "listening" && !superseded ? "Listening…" : "");
     setText(this.userText, userText);
     this.userText.classList.toggle("pending", !turn.userFinal);
-    setHidden(this.user, !userText && superseded);
+    setHidden(this.user, !userText);
 
     let heard = turn.assistantText;
     let unheard = "";
@@ -102,6 +102,8 @@ class TurnView {
     this.latency.title = "From the end of your speech to the first sound of the answer";
     setText(this.note, noteText(turn));
     setHidden(this.meta, !this.latency.textContent && !this.note.textContent);
+    // A turn that heard nothing (a noise, or speech that never became words) leaves no trace.
+    setHidden(this.root, this.user.hidden && this.assistant.hidden && this.meta.hidden);
   }
 }
 
