@@ -22,6 +22,7 @@ const view = createView(state, { onMain, onMute });
 
 let audio = null; // {context, stream, mic, player}
 let client = null;
+let attempt = 0; // counts start() and stop(): a start that was stopped while it waited gives up
 
 class MicrophoneError extends Error {}
 
@@ -85,13 +86,16 @@ async function openAudio() {
   }
 }
 
-function closeAudio() {
-  if (audio === null) return;
-  const { context, stream, mic } = audio;
-  audio = null;
+function releaseAudio({ context, stream, mic }) {
   mic.port.postMessage({ type: "stop" });
   for (const track of stream.getTracks()) track.stop();
   context.close();
+}
+
+function closeAudio() {
+  if (audio === null) return;
+  releaseAudio(audio);
+  audio = null;
   state.playingTurn = null;
   state.micLevel = 0;
 }
@@ -104,14 +108,17 @@ function onMicrophoneGone() {
 }
 
 async function start() {
-  if (audio !== null || client !== null) return;
+  if (audio !== null || client !== null || state.mic === "requesting") return;
+  const mine = ++attempt;
   setError(state, null);
   state.mic = "requesting";
   state.connection = "connecting";
   view.render();
+  let opened;
   try {
-    audio = await openAudio();
+    opened = await openAudio();
   } catch (error) {
+    if (mine !== attempt) return;
     state.mic = "blocked";
     state.connection = "idle";
     setError(state, "mic", microphoneProblem(error));
@@ -119,6 +126,11 @@ async function start() {
     view.render();
     return;
   }
+  if (mine !== attempt) {
+    releaseAudio(opened); // stopped while the browser was asking for the microphone
+    return;
+  }
+  audio = opened;
   state.mic = "on";
   audio.mic.port.onmessage = (event) => onMicFrame(event.data);
   audio.player.port.onmessage = (event) => onPlayer(event.data);
@@ -137,6 +149,7 @@ async function start() {
 }
 
 function stop() {
+  attempt += 1;
   const closing = client;
   client = null;
   closing?.close();

@@ -142,8 +142,7 @@ export class RealtimeClient {
     if (wire === null || typeof wire !== "object" || typeof wire.type !== "string") return;
     const event = decodeEvent(wire);
     this.handlers.onWire("in", wire.type, describe(wire));
-    if (event === null) return;
-    this.follow(event);
+    if (event === null || !this.follow(event)) return;
     this.handlers.onEvent(event);
     if (event.kind === "sessionStarted") {
       this.handlers.onStatus({ state: "connected" });
@@ -151,7 +150,7 @@ export class RealtimeClient {
     }
   }
 
-  /** Which turn's audio counts (docs/protocol.md, client rule 1). */
+  /** Which turn's audio counts (docs/protocol.md, client rule 1); false for a stale `audio.start`. */
   follow(event) {
     const turn = event.turnId;
     switch (event.kind) {
@@ -165,10 +164,9 @@ export class RealtimeClient {
         if (this.audioTurn !== null && this.audioTurn < this.latestTurn) this.audioTurn = null;
         break;
       case "audioStart":
-        if (turn !== null && turn >= this.latestTurn) {
-          this.latestTurn = turn;
-          this.audioTurn = turn;
-        }
+        if (turn === null || turn < this.latestTurn) return false;
+        this.latestTurn = turn;
+        this.audioTurn = turn;
         break;
       case "audioEnd":
       case "audioClear":
@@ -177,6 +175,7 @@ export class RealtimeClient {
       default:
         break;
     }
+    return true;
   }
 
   receiveAudio(buffer) {

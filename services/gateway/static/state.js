@@ -218,8 +218,11 @@ export function playbackStopped(state, key, played, underruns, how) {
 /** The session ended (`why`, e.g. "the connection dropped"): its turns still in progress end here. */
 export function sessionEnded(state, why) {
   state.playingTurn = null;
+  const newest = Math.max(0, ...state.turns.filter((t) => t.session === state.session).map((t) => t.id));
   for (const turn of state.turns) {
     if (turn.session !== state.session) continue;
+    // Words of an older turn left unanswered went into the next turn's question (protocol rule 3).
+    if (turn.id < newest && !turn.assistantText && ["listening", "thinking"].includes(turn.status)) turn.status = "ended";
     if (turn.playback === "waiting" || turn.playback === "playing") turn.playback = "cleared";
     if (turn.status === "speaking" || (turn.status === "thinking" && turn.assistantText)) interrupt(turn);
     else if (turn.status === "listening" && !turn.userText) turn.status = "ended"; // nothing was said
