@@ -110,6 +110,13 @@ class Conversation:
             self._report(self.playing, turn.player.stop(now), now)
             self.playing = None
 
+    def playback_ends_at(self) -> float | None:
+        """When the reply now playing will have played out, once all of it has arrived."""
+        if self.playing is None:
+            return None
+        player = self.turns[self.playing].player
+        return None if player is None else player.finishes_at()
+
     def mic_started(self, index: int, now: float) -> None:
         """The first frame of file `index` went out."""
         self.speaking = index

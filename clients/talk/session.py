@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +35,25 @@ async def _flush(ws: ClientConnection, convo: Conversation) -> None:
         await ws.send(json.dumps(convo.outbox.popleft()))
 
 
+@dataclass
+class _Deadline:
+    """Each file gets the whole timeout for its reply to arrive; playing a reply out never counts."""
+
+    timeout: asyncio.Timeout
+    timeout_s: float
+
+    def restart(self) -> None:
+        self.timeout.reschedule(asyncio.get_running_loop().time() + self.timeout_s)
+
+    def allow_until(self, monotonic: float) -> None:
+        # The event loop's clock is the monotonic clock.
+        when = self.timeout.when()
+        if when is not None and monotonic + 1.0 > when:
+            self.timeout.reschedule(monotonic + 1.0)
+
+
 async def _speak(
-    ws: ClientConnection, convo: Conversation, mic: Microphone, frame_ms: int, next_file: Callable[[], None]
+    ws: ClientConnection, convo: Conversation, mic: Microphone, frame_ms: int, deadline: _Deadline
 ) -> None:
     """Send the microphone's frames in real time until the last reply has played out."""
     pacer = Pacer(frame_ms / 1000.0)
@@ -49,11 +66,13 @@ async def _speak(
             await _flush(ws, convo)
             if mic.done:
                 return
+            if (ends_at := convo.playback_ends_at()) is not None:
+                deadline.allow_until(ends_at)
             await ws.send(mic.next_frame(time.monotonic()))
             mic.sent(time.monotonic())
             if mic.index != index:
                 index = mic.index
-                next_file()
+                deadline.restart()
     except ConnectionClosed:
         await asyncio.Event().wait()  # the receiver reports the close with its code
 
@@ -73,15 +92,13 @@ async def _receive(ws: ClientConnection, convo: Conversation) -> None:
     raise TalkError(f"the server closed the connection early (code {ws.close_code}{reason})")
 
 
-async def _run(
-    url: str, convo: Conversation, mic: Microphone, frame_ms: int, next_file: Callable[[], None]
-) -> None:
+async def _run(url: str, convo: Conversation, mic: Microphone, frame_ms: int, deadline: _Deadline) -> None:
     try:
         # Compression would only cost CPU and latency on PCM.
         async with connect(url, compression=None) as ws:
             async with asyncio.TaskGroup() as tasks:
                 receiver = tasks.create_task(_receive(ws, convo))
-                await _speak(ws, convo, mic, frame_ms, next_file)
+                await _speak(ws, convo, mic, frame_ms, deadline)
                 receiver.cancel()
     except InvalidStatus as exc:
         raise TalkError(f"{url} refused the WebSocket (HTTP {exc.response.status_code})") from None
@@ -119,11 +136,7 @@ async def converse_pcm(
     mic = Microphone(convo, ASR_SAMPLE_RATE * frame_ms // 1000 * SAMPLE_WIDTH, barge_in_ms)
     try:
         async with asyncio.timeout(timeout_s) as timeout:
-
-            def restart_timeout() -> None:  # each file gets the whole timeout
-                timeout.reschedule(asyncio.get_running_loop().time() + timeout_s)
-
-            await _run(url, convo, mic, frame_ms, restart_timeout)
+            await _run(url, convo, mic, frame_ms, _Deadline(timeout, timeout_s))
     except TimeoutError:
         raise TalkError(f"no reply within {timeout_s:g} s ({convo.progress()})") from None
     assert convo.session_id is not None
@@ -143,7 +156,7 @@ async def converse(
     Each file is spoken once the reply to the previous one has finished playing in real time, or, with
     `barge_in_ms`, that many milliseconds after its first reply audio arrived (talking over it). Each
     file must end where its speech ends: its end is taken as the end of speech. `timeout_s` applies to
-    each file in turn.
+    each file in turn (playing out a reply that has fully arrived does not count).
     """
     pcms = [await _load(Path(path)) for path in wav_paths]
     return await converse_pcm(pcms, url=url, barge_in_ms=barge_in_ms, timeout_s=timeout_s, frame_ms=frame_ms)

@@ -199,6 +199,16 @@ async def test_the_reply_is_played_out_in_real_time_before_the_end(tmp_path: Pat
     assert conversation.session_id == "s1"
 
 
+async def test_playing_out_a_long_reply_does_not_count_against_the_timeout(tmp_path: Path) -> None:
+    tone_wav(tmp_path / "q.wav", 0.1)  # 5 frames
+    two_seconds = bytes(64000)
+    async with running({7: answer(1, "hi", "A long reply.", audio=two_seconds)}) as (gateway, url):
+        result = await talk(tmp_path / "q.wav", url=url, timeout_s=1.0)
+
+    assert result.played_ms == pytest.approx(2000)
+    assert played_reports(gateway) == [{"type": "audio.played", "turn_id": 1, "played_ms": 2000.0}]
+
+
 async def test_audio_clear_stops_the_reply_and_reports_the_position(tmp_path: Path) -> None:
     tone_wav(tmp_path / "q.wav", 0.3)  # 15 frames
     interrupted: list[Step] = [
