@@ -14,6 +14,7 @@ import httpx
 from shared.redis_server import LocalRedisServer
 
 SERVICES = ("asr", "llm", "tts", "gateway")
+MODEL_SERVICES = ("asr", "llm", "tts")
 READY_TIMEOUT_S = 300.0
 
 
@@ -37,6 +38,8 @@ class Stack:
         for name in SERVICES:
             prefix = f"VOXMESH_{name.upper()}_"
             env = {**os.environ, "REDIS_URL": redis_url, f"{prefix}HTTP_PORT": str(self.http_ports[name])}
+            # Three model services share this machine's CPUs: each takes its part for inference threads.
+            env.setdefault("VOXMESH_CPU_SHARE", str(len(MODEL_SERVICES)))
             if name == "gateway":
                 env[f"{prefix}HTTP_HOST"] = self.host
             self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env)

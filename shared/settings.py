@@ -28,3 +28,6 @@ class ServiceSettings(BaseSettings):
     claim_idle_ms: int = Field(default=15_000, ge=1000)
     """An entry idle this long is taken to be abandoned by a dead replica and is taken over."""
     shutdown_grace_s: float = 10.0
+    cpu_share: int = Field(default=1, ge=1, validation_alias=AliasChoices("VOXMESH_CPU_SHARE"))
+    """How many model services share this process's CPUs; their inference threads split the CPUs
+    (`voxmesh up` sets 3; a container with its own CPU limit keeps 1)."""

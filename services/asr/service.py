@@ -11,6 +11,7 @@ from services.asr.session import SessionTranscriber
 from services.asr.settings import AsrSettings
 from shared import keys
 from shared.bus import Bus, WorkQueue
+from shared.cpu import inference_threads
 from shared.metrics import ASR_SESSIONS
 from shared.schema import Message, SessionOpened
 from shared.worker import QueueWorker
@@ -36,7 +37,9 @@ class AsrService:
         """Load the recognizer (off the event loop) unless one was given."""
         if self.recognizer is None:
             self.recognizer = await asyncio.to_thread(
-                FasterWhisperRecognizer.load, self.settings.model_path, self.settings.cpu_threads
+                FasterWhisperRecognizer.load,
+                self.settings.model_path,
+                inference_threads(self.settings.cpu_threads, self.settings.cpu_share),
             )
 
     async def run(self, stop: asyncio.Event) -> None:

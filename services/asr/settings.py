@@ -13,7 +13,8 @@ class AsrSettings(ServiceSettings):
     http_port: int = 8001
     model_path: str | None = None
     """A CTranslate2 Whisper folder; default: the bundled tiny.en."""
-    cpu_threads: int = 2
+    cpu_threads: int | None = None
+    """Whisper threads; default: this process's share of the CPUs (shared.cpu)."""
     max_sessions: int = 64
     min_silence_ms: int = 400
     """Silence after speech that ends an utterance: the main lever on reply latency."""

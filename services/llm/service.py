@@ -11,6 +11,7 @@ from services.llm.phrases import PhraseChunker
 from services.llm.settings import LlmSettings
 from shared import keys
 from shared.bus import Bus, WorkQueue
+from shared.cpu import inference_threads
 from shared.history import HistoryEntry, load_history
 from shared.metrics import HANDLER_ERRORS, LLM_FIRST_PHRASE_SECONDS, LLM_FIRST_TOKEN_SECONDS
 from shared.schema import Message, ReplyDone, ReplyPhrase, ReplyRequested, ServiceError, encode
@@ -39,7 +40,7 @@ class LlmService:
                     gemini_model=s.gemini_model,
                     gemini_base_url=s.gemini_base_url,
                     model_path=s.model_path,
-                    n_threads=s.n_threads,
+                    n_threads=inference_threads(s.n_threads, s.cpu_share),
                     max_tokens=s.max_tokens,
                     temperature=s.temperature,
                 )  # fmt: skip

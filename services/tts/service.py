@@ -10,6 +10,7 @@ from services.tts.engine import PiperSynthesizer, Synthesizer
 from services.tts.settings import TtsSettings
 from shared import keys
 from shared.bus import Bus, WorkQueue
+from shared.cpu import inference_threads
 from shared.metrics import TTS_FIRST_BYTE_SECONDS
 from shared.schema import AudioChunk, Message, PhraseAudioDone, ReplyPhrase
 from shared.worker import serve_fenced_queue
@@ -31,7 +32,8 @@ class TtsService:
     async def load(self) -> None:
         """Load the voice (off the event loop) unless a synthesizer was given."""
         if self.synthesizer is None:
-            self.synthesizer = await asyncio.to_thread(PiperSynthesizer.load, self.settings.chunk_ms)
+            threads = inference_threads(self.settings.threads, self.settings.cpu_share)
+            self.synthesizer = await asyncio.to_thread(PiperSynthesizer.load, self.settings.chunk_ms, threads)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve phrases until stopped."""

@@ -14,3 +14,5 @@ class TtsSettings(ServiceSettings):
     chunk_ms: int = 100
     """Largest audio chunk put on the bus: small enough to start playback early."""
     concurrency: int = 1
+    threads: int | None = None
+    """onnxruntime threads for the voice; default: this process's share of the CPUs (shared.cpu)."""
