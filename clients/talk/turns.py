@@ -84,7 +84,7 @@ def build_result(utterance: Utterance, turns: dict[int, Turn], default_rate: int
     """The result of one spoken file: the reply that counts is the one for its last transcribed turn."""
     own = [turns[turn_id] for turn_id in utterance.turn_ids]
     transcripts = [turn.transcript for turn in own if turn.transcript]
-    answered = [turn_id for turn_id in utterance.turn_ids if turns[turn_id].transcript is not None]
+    answered = [turn_id for turn_id in utterance.turn_ids if turns[turn_id].transcript]
     answer_id = answered[-1] if answered else (utterance.turn_ids[-1] if utterance.turn_ids else None)
     if answer_id is None:
         return TalkResult("", "", None, None, b"", default_rate, turn_ids=())
