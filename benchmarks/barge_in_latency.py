@@ -114,10 +114,11 @@ def _machine() -> str:
 def _report(args: argparse.Namespace, alone: list[float], barged: list[float], failures: int) -> None:
     a50, a95 = _percentiles(alone)
     b50, b95 = _percentiles(barged)
-    command = shlex.join([Path(sys.executable).name, *sys.argv])
+    command = shlex.join([os.path.relpath(sys.executable), *sys.argv])
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     print()
     print(f"command: {command}")
-    print(f"machine: {_machine()}; date: {datetime.date.today()}")
+    print(f"machine: {_machine()}; date: {datetime.date.today()}; load average at the end: {load}")
     print(
         f"runs: {args.runs} of each; failures: {failures}; barge-in {args.barge_in_ms:g} ms after first audio"
     )
