@@ -11,7 +11,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from services.talk import talk
+from clients.talk import talk
 from tests.e2e.conftest import RunningStack
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.talk import talk
+from clients.talk import talk
 from shared.audio import read_wav
 from tests.e2e.conftest import RunningStack, start_stack, stop_stack
 
