@@ -14,6 +14,7 @@ Rules (docs/protocol.md, "Turns and interruptions"):
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -21,16 +22,15 @@ from typing import Any, Protocol
 from services.gateway.playback import ReplyTrack
 from shared.history import HistoryEntry
 
-# Backchannels: said while listening, they hold no request and never cut a playing reply.
-_BACKCHANNELS = frozenset(
-    {"hmm", "hm", "mm", "mmm", "mhm", "mm-hmm", "uh-huh", "uh", "um", "ah", "oh", "huh"}
-)
+# Backchannels: said while listening, they hold no request and never cut a playing reply. Whisper spells
+# them freely ("Hmm", "Hmmm", "Mm-hmm", "Uh-huh"), so they are matched by shape.
+_BACKCHANNEL = re.compile(r"(h*m+(-?h*m+)*|u+h+|u+m+|a+h+|o+h+|h+u+h+|u+h+-h+u+h+|m+h+m+)")
 
 
 def is_backchannel(text: str) -> bool:
     """Whether a transcript is only listening noises ("Mm-hmm.", "Uh.")."""
     words = [word.strip(".,!?…").lower() for word in text.split()]
-    return bool(words) and all(word in _BACKCHANNELS for word in words)
+    return bool(words) and all(_BACKCHANNEL.fullmatch(word) for word in words)
 
 
 class Effects(Protocol):

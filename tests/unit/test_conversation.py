@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.gateway.conversation import Conversation
+from services.gateway.conversation import Conversation, is_backchannel
 from shared.history import HistoryEntry
 
 pytestmark = pytest.mark.unit
@@ -246,3 +246,15 @@ async def test_a_backchannel_during_a_reply_does_not_interrupt(
     await convo.speech_started(100)
     await convo.transcript(100, "Mm-hmm.", 0.0)
     assert convo.turn == 1 and "audio.clear" not in effects.types()
+
+
+@pytest.mark.parametrize(
+    "text", ["Hmm.", "Hmmm...", "Mm-hmm.", "mhm", "Uh-huh.", "Uh.", "Um,", "Ah!", "Oh.", "hm hm"]
+)
+def test_listening_noises_are_backchannels(text: str) -> None:
+    assert is_backchannel(text)
+
+
+@pytest.mark.parametrize("text", ["No.", "Stop.", "Hmm, no.", "Oh wait.", "Huh? What?", "", "Ahead."])
+def test_words_are_not_backchannels(text: str) -> None:
+    assert not is_backchannel(text)
