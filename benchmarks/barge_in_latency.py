@@ -24,8 +24,11 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 # Run as a script, so the repository root (for `clients` and `tests.speech`) is not on the path by itself.
 _ROOT = Path(__file__).resolve().parent.parent
@@ -111,6 +114,40 @@ def _machine() -> str:
     return f"{os.cpu_count()} cores, {model}"
 
 
+def _cancel_stops(url: str) -> list[str]:
+    """From the LLM and TTS services' /metrics (gateway port + 2 and + 3, as `voxmesh up` lays them out):
+    how many jobs each cancel stopped and how long they took to stop, from the cancel being sent."""
+    port = urlsplit(url).port or 8000
+    lines = []
+    for queue, offset in (("llm_requests", 2), ("tts_requests", 3)):
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port + offset}/metrics", timeout=5).text
+        except httpx.HTTPError as exc:
+            lines.append(f"{queue}: metrics unavailable ({exc})")
+            continue
+        buckets: list[tuple[float, float]] = []
+        total = count = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.labels.get("queue") != queue or not sample.name.startswith("voxmesh_cancel_stop"):
+                    continue
+                if sample.name.endswith("_bucket"):
+                    buckets.append((float(sample.labels["le"]), sample.value))
+                elif sample.name.endswith("_sum"):
+                    total = sample.value
+                elif sample.name.endswith("_count"):
+                    count = sample.value
+        if not count:
+            lines.append(f"{queue}: no job was running at a cancel")
+            continue
+        p95 = next(le for le, cumulative in sorted(buckets) if cumulative >= 0.95 * count)
+        lines.append(
+            f"{queue}: {count:.0f} jobs stopped by a cancel, mean {total / count * 1000:.0f} ms "
+            f"from cancel sent to stopped, p95 <= {p95 * 1000:.0f} ms (histogram bucket)"
+        )
+    return lines
+
+
 def _report(args: argparse.Namespace, alone: list[float], barged: list[float], failures: int) -> None:
     a50, a95 = _percentiles(alone)
     b50, b95 = _percentiles(barged)
@@ -128,6 +165,9 @@ def _report(args: argparse.Namespace, alone: list[float], barged: list[float], f
     print(f"| (a) question alone, fresh session | {len(alone)}/{args.runs} | {a50:.0f} ms | {a95:.0f} ms |")
     print(f"| (b) same question barging in | {len(barged)}/{args.runs} | {b50:.0f} ms | {b95:.0f} ms |")
     print(f"| ratio (b)/(a) | | {b50 / a50:.2f} | {b95 / a95:.2f} |")
+    print()
+    for line in _cancel_stops(args.url):
+        print(line)
 
 
 @contextmanager
@@ -178,7 +218,7 @@ def main() -> int:
         except (ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-    _report(args, alone, barged, failures)
+        _report(args, alone, barged, failures)  # while the services still answer /metrics
     return 0 if failures == 0 else 1
 
 
