@@ -32,6 +32,12 @@ ASR_FINAL_SECONDS = Histogram(
     "End of user speech to final transcript sent.",
     buckets=_LATENCY_BUCKETS,
 )
+ASR_SPECULATIVE_FINALS = Counter(
+    "voxmesh_asr_speculative_finals_total",
+    "Utterances transcribed during the end-of-speech silence, by outcome: used as the final, or discarded "
+    "because the speaker went on.",
+    ["outcome"],
+)
 ASR_SESSIONS = Gauge("voxmesh_asr_sessions_owned", "Sessions whose audio this ASR replica owns.")
 LLM_FIRST_TOKEN_SECONDS = Histogram(
     "voxmesh_llm_first_token_seconds",

@@ -81,6 +81,16 @@ class SpeechSustained:
 
 
 @dataclass(frozen=True, slots=True)
+class SpeechPaused:
+    """The speaker has been silent for `post_roll_ms`: `audio` is exactly what `SpeechEnded` will carry if
+    the silence lasts, so it can be transcribed now, while the end is still being confirmed."""
+
+    audio: bytes = field(repr=False)
+    start_ms: int
+    end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class SpeechEnded:
     """An utterance finished; `audio` holds it with pre-roll and a little trailing silence."""
 
@@ -89,7 +99,7 @@ class SpeechEnded:
     end_ms: int
 
 
-EndpointerEvent = SpeechStarted | SpeechSustained | SpeechEnded
+EndpointerEvent = SpeechStarted | SpeechSustained | SpeechPaused | SpeechEnded
 
 
 class _State(Enum):
@@ -138,6 +148,7 @@ class Endpointer:
         self._speech_start = 0
         self._speech_end = 0  # end of the last window above end_threshold
         self._sustained = False  # SpeechSustained already reported for the current utterance
+        self._paused_at = -1  # the speech end a SpeechPaused was last reported for
 
     def feed(self, pcm: bytes) -> list[EndpointerEvent]:
         """Consume a chunk of s16le PCM and return the events it completed."""
@@ -152,7 +163,26 @@ class Endpointer:
             if self._sustained_due():
                 self._sustained = True
                 events.append(SpeechSustained(at_ms=self.position_ms))
+            if self._pause_due():
+                events.append(self._pause())
         return events
+
+    def _pause_due(self) -> bool:
+        post_roll = self._config.post_roll_ms
+        return (
+            self._state is _State.SPEECH
+            and self._paused_at != self._speech_end
+            and post_roll < self._config.min_silence_ms
+            and _ms(self._position - self._speech_end) >= post_roll
+        )
+
+    def _pause(self) -> SpeechPaused:
+        self._paused_at = self._speech_end
+        cut = self._speech_end + _samples(self._config.post_roll_ms)
+        split = (cut - self._audio_start) * _BYTES_PER_SAMPLE
+        return SpeechPaused(
+            audio=bytes(self._audio[:split]), start_ms=_ms(self._speech_start), end_ms=_ms(self._speech_end)
+        )
 
     def _sustained_due(self) -> bool:
         return (
@@ -188,6 +218,7 @@ class Endpointer:
         self._state = _State.SPEECH
         self._speech_end = self._position
         self._sustained = False
+        self._paused_at = -1
         return SpeechStarted(at_ms=_ms(self._speech_start))
 
     def _continue_speech(self, probability: float) -> SpeechEnded | None:

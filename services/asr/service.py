@@ -66,6 +66,12 @@ class AsrService:
         endpointer = Endpointer(SileroDetector(), self.endpointer_config)
         ASR_SESSIONS.inc()
         try:
-            await SessionTranscriber(self.bus, message.session_id, self.recognizer, endpointer).run()
+            await SessionTranscriber(
+                self.bus,
+                message.session_id,
+                self.recognizer,
+                endpointer,
+                speculate=self.settings.speculative_final,
+            ).run()
         finally:
             ASR_SESSIONS.dec()

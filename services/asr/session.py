@@ -5,12 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
-from services.asr.endpointer import Endpointer, EndpointerEvent, SpeechEnded, SpeechSustained
+from services.asr.endpointer import (
+    Endpointer,
+    EndpointerEvent,
+    SpeechEnded,
+    SpeechPaused,
+    SpeechSustained,
+)
 from services.asr.engine import Recognizer
 from shared import keys
 from shared.bus import Bus, StreamTail
-from shared.metrics import ASR_FINAL_SECONDS
+from shared.metrics import ASR_FINAL_SECONDS, ASR_SPECULATIVE_FINALS
 from shared.schema import (
     AudioFrame,
     Message,
@@ -22,6 +29,17 @@ from shared.schema import SpeechSustained as SpeechSustainedMessage
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True, slots=True)
+class _Utterance:
+    """An ended utterance waiting for its transcript (maybe already being made, speculatively)."""
+
+    utterance_id: int
+    ended: SpeechEnded
+    ended_at: float
+    speculation: asyncio.Task[str | None] | None
+
+
 _CHECKPOINT_EVERY_S = 0.5
 
 
@@ -32,14 +50,27 @@ class SessionTranscriber:
     utterance was transcribed, so a replica that takes over re-reads only the unfinished utterance.
     """
 
-    def __init__(self, bus: Bus, session_id: str, recognizer: Recognizer, endpointer: Endpointer) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        session_id: str,
+        recognizer: Recognizer,
+        endpointer: Endpointer,
+        *,
+        speculate: bool = True,
+    ) -> None:
         self.bus = bus
         self.session_id = session_id
         self.recognizer = recognizer
         self.endpointer = endpointer
         self._out = keys.session_out(session_id)
         self._seq = 0
-        self._utterances: asyncio.Queue[tuple[int, SpeechEnded, float] | None] = asyncio.Queue()
+        self._utterances: asyncio.Queue[_Utterance | None] = asyncio.Queue()
+        # A transcription started when the speaker fell silent, before the end of the utterance is
+        # confirmed: (start_ms, end_ms) of the speech it covers, and its task (owned by run's TaskGroup).
+        self._speculation: tuple[tuple[int, int], asyncio.Task[str | None]] | None = None
+        self._tasks: asyncio.TaskGroup | None = None
+        self._speculate_enabled = speculate
         self._utterance = 0  # id of the utterance in progress: the seq of the frame that confirmed it
         self._pending_utterances = 0
         self._last_checkpoint = 0.0
@@ -52,6 +83,7 @@ class SessionTranscriber:
         tail = StreamTail(self.bus, keys.audio_in(self.session_id), label="audio_in", last_id=start)
         try:
             async with asyncio.TaskGroup() as group:
+                self._tasks = group
                 group.create_task(self._transcribe_in_order())
                 await self._read_audio(tail)
                 await self._utterances.put(None)
@@ -77,11 +109,21 @@ class SessionTranscriber:
         return [(frame.seq, event) for frame in frames for event in self.endpointer.feed(frame.audio)]
 
     async def _on_event(self, frame_seq: int, event: EndpointerEvent) -> None:
+        if isinstance(event, SpeechPaused):
+            self._drop_speculation()
+            if not self._speculate_enabled:
+                return
+            assert self._tasks is not None
+            task = self._tasks.create_task(self._speculate(event.audio))
+            self._speculation = ((event.start_ms, event.end_ms), task)
+            return
         if isinstance(event, SpeechEnded):
             # The endpointer is fed in real time, so the audio at its position is "now".
             ended_at = time.time() - (self.endpointer.position_ms - event.end_ms) / 1000
             self._pending_utterances += 1
-            await self._utterances.put((self._utterance, event, ended_at))
+            await self._utterances.put(
+                _Utterance(self._utterance, event, ended_at, self._take_speculation(event))
+            )
             return
         turn = await self._current_turn()
         ids = {"session_id": self.session_id, "turn_id": turn, "seq": self._seq}
@@ -91,11 +133,38 @@ class SessionTranscriber:
             self._utterance = frame_seq
             await self._emit(SpeechStarted(**ids, at_ms=event.at_ms, utterance=frame_seq))
 
+    async def _speculate(self, pcm: bytes) -> str | None:
+        """Transcribe a paused utterance; None on failure (the final is then transcribed as usual)."""
+        try:
+            return await self.recognizer.transcribe(pcm)
+        except Exception:
+            log.warning("speculative transcription failed", extra={"session_id": self.session_id})
+            return None
+
+    def _take_speculation(self, ended: SpeechEnded) -> asyncio.Task[str | None] | None:
+        """The speculation for exactly this utterance's audio, if one was started."""
+        if self._speculation is not None and self._speculation[0] == (ended.start_ms, ended.end_ms):
+            task = self._speculation[1]
+            self._speculation = None
+            ASR_SPECULATIVE_FINALS.labels(outcome="used").inc()
+            return task
+        self._drop_speculation()
+        return None
+
+    def _drop_speculation(self) -> None:
+        """The speaker went on: the speculative text is for audio that is no longer the utterance."""
+        if self._speculation is not None:
+            self._speculation[1].cancel()  # the decode finishes on its thread; its result is dropped
+            self._speculation = None
+            ASR_SPECULATIVE_FINALS.labels(outcome="discarded").inc()
+
     async def _transcribe_in_order(self) -> None:
         while (item := await self._utterances.get()) is not None:
-            utterance_id, utterance, ended_at = item
+            utterance_id, utterance, ended_at = item.utterance_id, item.ended, item.ended_at
             try:
-                text = await self.recognizer.transcribe(utterance.audio)
+                text = None if item.speculation is None else await item.speculation
+                if text is None:
+                    text = await self.recognizer.transcribe(utterance.audio)
             finally:
                 self._pending_utterances -= 1
             # Sent even when empty: the gateway learns that this utterance held no words (noise), and

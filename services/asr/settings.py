@@ -22,4 +22,7 @@ class AsrSettings(ServiceSettings):
     """Speech must last this long (or be transcribed as words) to cut a reply that is playing: shorter
     sounds (a cough, a click, a bump of the microphone) leave the reply alone. Chosen by measurement,
     see docs/benchmarks.md."""
+    speculative_final: bool = True
+    """Transcribe an utterance as soon as the speaker falls silent, while its end is still being
+    confirmed; thrown away if they go on. Takes Whisper off the path from end of speech to transcript."""
     shutdown_grace_s: float = 2.0

@@ -14,6 +14,7 @@ from services.asr.endpointer import (
     EndpointerConfig,
     EndpointerEvent,
     SpeechEnded,
+    SpeechPaused,
     SpeechStarted,
     SpeechSustained,
 )
@@ -59,13 +60,13 @@ def run(
     total_ms: int, *spans: Span, config: EndpointerConfig | None = None, sustained: bool = False
 ) -> list[EndpointerEvent]:
     events = Endpointer(ScriptedDetector(*spans), config).feed(stream(total_ms))
-    return [e for e in events if sustained or not isinstance(e, SpeechSustained)]
+    return [e for e in events if sustained or not isinstance(e, SpeechSustained | SpeechPaused)]
 
 
 def test_speech_is_reported_sustained_once_it_lasts_the_barge_in_minimum() -> None:
     config = EndpointerConfig(barge_in_min_ms=300)
     events = run(3000, (500, 1500, 0.9), (2000, 2200, 0.9), config=config, sustained=True)
-    kinds = [type(e).__name__ for e in events]
+    kinds = [type(e).__name__ for e in events if not isinstance(e, SpeechPaused)]
     assert kinds == ["SpeechStarted", "SpeechSustained", "SpeechEnded", "SpeechStarted", "SpeechEnded"]
     sustained = events[1]
     assert isinstance(sustained, SpeechSustained) and sustained.at_ms == 800
@@ -91,7 +92,8 @@ def test_events_fire_once_min_speech_and_min_silence_have_passed() -> None:
         assert endpointer.in_speech == (600 <= t + WINDOW_MS < 1900)
 
     # 96 ms of speech needs 5 windows of 20 ms; 400 ms of silence after the last speech window at 1500.
-    assert fired_at == {SpeechStarted: 600, SpeechSustained: 900, SpeechEnded: 1900}
+    # The pause is reported once the post-roll (150 ms) of silence has passed: 1500 + 150, windowed.
+    assert fired_at == {SpeechStarted: 600, SpeechSustained: 900, SpeechPaused: 1660, SpeechEnded: 1900}
 
 
 def test_pre_roll_is_shorter_when_speech_starts_early() -> None:
@@ -150,7 +152,7 @@ def test_odd_sized_chunks_give_the_same_events_as_one_buffer() -> None:
         pieces += endpointer.feed(pcm[offset : offset + size])
         offset += size
 
-    assert len(whole) == 6  # two utterances long enough to be sustained
+    assert len(whole) == 8  # two utterances, each started, sustained, paused and ended
     assert pieces == whole
 
 
@@ -165,6 +167,19 @@ def test_reset_drops_the_utterance_and_restarts_positions() -> None:
     assert not endpointer.in_speech
     assert detector.resets == 2  # once at construction, once now
     assert endpointer.feed(stream(3000))[0] == SpeechStarted(at_ms=500)
+
+
+def test_a_pause_carries_exactly_the_audio_of_the_end_unless_speech_resumes() -> None:
+    config = EndpointerConfig(min_silence_ms=400, post_roll_ms=150)
+    # One utterance with a 250 ms gap (shorter than the end silence), then silence.
+    events = run(4000, (500, 1200, 0.9), (1450, 2000, 0.9), config=config, sustained=True)
+    paused = [e for e in events if isinstance(e, SpeechPaused)]
+    ended = [e for e in events if isinstance(e, SpeechEnded)]
+    assert len(ended) == 1 and len(paused) == 2
+    first, second = paused
+    assert first.end_ms == 1200 and second.end_ms == ended[0].end_ms == 2000
+    assert first.audio != ended[0].audio, "speech resumed after the first pause: it is not the final"
+    assert second.audio == ended[0].audio and second.start_ms == ended[0].start_ms
 
 
 def test_speech_ended_repr_leaves_out_the_audio() -> None:
