@@ -1,7 +1,7 @@
 #!/bin/bash
 # Speculative final on vs off, back to back (alternating, 8 questions each): `voxmesh talk` latency and
 # the ASR metric end of speech -> transcript. Run from the repository root: bash benchmarks/speculative_final_ab.sh
-cd /work/main
+cd "$(dirname "$0")/.."
 for mode in true false true false; do
   VOXMESH_ASR_SPECULATIVE_FINAL=$mode .venv/bin/voxmesh up --port 18200 > "${TMPDIR:-/tmp}/spec_up.log" 2>&1 &
   UP=$!
