@@ -32,6 +32,11 @@ ASR_FINAL_SECONDS = Histogram(
     "End of user speech to final transcript sent.",
     buckets=_LATENCY_BUCKETS,
 )
+ASR_ENDPOINT_SECONDS = Histogram(
+    "voxmesh_asr_endpoint_seconds",
+    "End of user speech to the end of the utterance being decided (the silence wait, plus any lag).",
+    buckets=_LATENCY_BUCKETS,
+)
 ASR_SPECULATIVE_FINALS = Counter(
     "voxmesh_asr_speculative_finals_total",
     "Utterances transcribed during the end-of-speech silence, by outcome: used as the final, or discarded "

@@ -17,7 +17,7 @@ from services.asr.endpointer import (
 from services.asr.engine import Recognizer
 from shared import keys
 from shared.bus import Bus, StreamTail
-from shared.metrics import ASR_FINAL_SECONDS, ASR_SPECULATIVE_FINALS
+from shared.metrics import ASR_ENDPOINT_SECONDS, ASR_FINAL_SECONDS, ASR_SPECULATIVE_FINALS
 from shared.schema import (
     AudioFrame,
     Message,
@@ -120,6 +120,7 @@ class SessionTranscriber:
         if isinstance(event, SpeechEnded):
             # The endpointer is fed in real time, so the audio at its position is "now".
             ended_at = time.time() - (self.endpointer.position_ms - event.end_ms) / 1000
+            ASR_ENDPOINT_SECONDS.observe(time.time() - ended_at)
             self._pending_utterances += 1
             await self._utterances.put(
                 _Utterance(self._utterance, event, ended_at, self._take_speculation(event))
