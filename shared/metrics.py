@@ -34,7 +34,7 @@ ASR_FINAL_SECONDS = Histogram(
 )
 ASR_ENDPOINT_SECONDS = Histogram(
     "voxmesh_asr_endpoint_seconds",
-    "End of user speech to the end of the utterance being decided (the silence wait, plus any lag).",
+    "End of user speech to the end of the utterance being decided, in audio time (the silence waited for).",
     buckets=_LATENCY_BUCKETS,
 )
 ASR_SPECULATIVE_FINALS = Counter(
