@@ -43,6 +43,7 @@ ASR_SPECULATIVE_FINALS = Counter(
     "because the speaker went on.",
     ["outcome"],
 )
+ASR_PARTIALS = Counter("voxmesh_asr_partials_total", "Partial transcripts sent while users were speaking.")
 ASR_SESSIONS = Gauge("voxmesh_asr_sessions_owned", "Sessions whose audio this ASR replica owns.")
 LLM_FIRST_TOKEN_SECONDS = Histogram(
     "voxmesh_llm_first_token_seconds",

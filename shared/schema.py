@@ -61,6 +61,14 @@ class SpeechSustained(BusMessage):
     utterance: int = Field(ge=0)
 
 
+class TranscriptPartial(BusMessage):
+    """ASR → gateway: the words of an utterance in progress that are settled so far (they only grow)."""
+
+    kind: Literal["transcript.partial"] = "transcript.partial"
+    text: str
+    utterance: int = Field(ge=0)
+
+
 class TranscriptFinal(BusMessage):
     """ASR → gateway: the final text of one utterance (empty when it held no words: noise, a cough)."""
 
@@ -134,6 +142,7 @@ Message: TypeAlias = Annotated[
     | SessionClosed
     | SpeechStarted
     | SpeechSustained
+    | TranscriptPartial
     | TranscriptFinal
     | ReplyRequested
     | ReplyPhrase

@@ -132,6 +132,20 @@ class Endpointer:
         return self._state is _State.SPEECH
 
     @property
+    def speaking_now(self) -> bool:
+        """In an utterance, and its latest window was speech (not a pause)."""
+        return self._state is _State.SPEECH and self._speech_end == self._position
+
+    @property
+    def utterance_ms(self) -> int:
+        """Length of the utterance in progress so far (0 outside one)."""
+        return _ms(self._position - self._speech_start) if self._state is _State.SPEECH else 0
+
+    def utterance_audio(self) -> bytes:
+        """The utterance in progress so far, from its pre-roll (empty outside one)."""
+        return bytes(self._audio) if self._state is _State.SPEECH else b""
+
+    @property
     def position_ms(self) -> int:
         """How much audio has been windowed since construction or reset."""
         return _ms(self._position)

@@ -72,6 +72,7 @@ class AsrService:
                 self.recognizer,
                 endpointer,
                 speculate=self.settings.speculative_final,
+                partial_interval_ms=self.settings.partial_interval_ms,
             ).run()
         finally:
             ASR_SESSIONS.dec()

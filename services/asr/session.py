@@ -15,15 +15,17 @@ from services.asr.endpointer import (
     SpeechSustained,
 )
 from services.asr.engine import Recognizer
+from services.asr.partials import LocalAgreement
 from shared import keys
 from shared.bus import Bus, StreamTail
-from shared.metrics import ASR_ENDPOINT_SECONDS, ASR_FINAL_SECONDS, ASR_SPECULATIVE_FINALS
+from shared.metrics import ASR_ENDPOINT_SECONDS, ASR_FINAL_SECONDS, ASR_PARTIALS, ASR_SPECULATIVE_FINALS
 from shared.schema import (
     AudioFrame,
     Message,
     SessionClosed,
     SpeechStarted,
     TranscriptFinal,
+    TranscriptPartial,
 )
 from shared.schema import SpeechSustained as SpeechSustainedMessage
 
@@ -58,6 +60,7 @@ class SessionTranscriber:
         endpointer: Endpointer,
         *,
         speculate: bool = True,
+        partial_interval_ms: int = 0,
     ) -> None:
         self.bus = bus
         self.session_id = session_id
@@ -71,6 +74,10 @@ class SessionTranscriber:
         self._speculation: tuple[tuple[int, int], asyncio.Task[str | None]] | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._speculate_enabled = speculate
+        self._partial_interval_ms = partial_interval_ms
+        self._partial_task: asyncio.Task[None] | None = None
+        self._partial_at_ms = 0  # utterance length when the last partial decode started
+        self._agreement = LocalAgreement()
         self._utterance = 0  # id of the utterance in progress: the seq of the frame that confirmed it
         self._pending_utterances = 0
         self._last_checkpoint = 0.0
@@ -98,6 +105,7 @@ class SessionTranscriber:
                 # Silero takes ~0.07 ms a window; still, model calls stay off the event loop.
                 for seq, event in await asyncio.to_thread(self._feed, audio):
                     await self._on_event(seq, event)
+                self._maybe_partial()
             if any(isinstance(d.message, SessionClosed) for d in deliveries):
                 return
             if deliveries:
@@ -132,7 +140,45 @@ class SessionTranscriber:
             await self._emit(SpeechSustainedMessage(**ids, utterance=self._utterance))
         else:
             self._utterance = frame_seq
+            self._agreement.reset()
+            self._partial_at_ms = 0
             await self._emit(SpeechStarted(**ids, at_ms=event.at_ms, utterance=frame_seq))
+
+    def _maybe_partial(self) -> None:
+        """Start a partial decode when the utterance grew by the interval and the speaker is speaking."""
+        if not self._partial_interval_ms or self._partial_task is not None or self._speculation is not None:
+            return
+        length = self.endpointer.utterance_ms
+        if not self.endpointer.speaking_now or length - self._partial_at_ms < self._partial_interval_ms:
+            return
+        self._partial_at_ms = length
+        assert self._tasks is not None
+        self._partial_task = self._tasks.create_task(
+            self._partial(self._utterance, self.endpointer.utterance_audio())
+        )
+
+    async def _partial(self, utterance: int, pcm: bytes) -> None:
+        try:
+            text = await self.recognizer.transcribe(pcm)
+        except Exception:
+            log.warning("partial transcription failed", extra={"session_id": self.session_id})
+            return
+        finally:
+            self._partial_task = None
+        if utterance != self._utterance or not self.endpointer.in_speech:
+            return  # that utterance is over: its final is on its way
+        if (committed := self._agreement.update(text)) is not None:
+            ASR_PARTIALS.inc()
+            turn = await self._current_turn()
+            await self._emit(
+                TranscriptPartial(
+                    session_id=self.session_id,
+                    turn_id=turn,
+                    seq=self._seq,
+                    text=committed,
+                    utterance=utterance,
+                )  # fmt: skip
+            )
 
     async def _speculate(self, pcm: bytes) -> str | None:
         """Transcribe a paused utterance; None on failure (the final is then transcribed as usual)."""

@@ -1,5 +1,6 @@
 """ASR service settings (env prefix VOXMESH_ASR_)."""
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -22,6 +23,8 @@ class AsrSettings(ServiceSettings):
     """Speech must last this long (or be transcribed as words) to cut a reply that is playing: shorter
     sounds (a cough, a click, a bump of the microphone) leave the reply alone. Chosen by measurement,
     see docs/benchmarks.md."""
+    partial_interval_ms: int = Field(default=400, ge=0)
+    """Re-decode the utterance in progress this often for partial transcripts (0: no partials)."""
     speculative_final: bool = True
     """Transcribe an utterance as soon as the speaker falls silent, while its end is still being
     confirmed; thrown away if they go on. Takes Whisper off the path from end of speech to transcript."""

@@ -92,6 +92,13 @@ class Conversation:
             if utterance in self._utterances and self._utterances[utterance] is None:
                 await self._open_turn(utterance, by_speech=True)
 
+    async def partial(self, utterance: int, text: str) -> None:
+        """The settled words of an utterance still being spoken, shown once its turn is open."""
+        async with self._lock:
+            turn = self._utterances.get(utterance)
+            if turn is not None and utterance == self._newest_utterance and text.strip():
+                await self.effects.send({"type": "transcript.partial", "turn_id": turn, "text": text.strip()})
+
     async def transcript(self, utterance: int, text: str, speech_ended_at: float) -> None:
         """The ASR's final text for an utterance (empty when it held no words)."""
         async with self._lock:

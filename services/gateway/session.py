@@ -43,6 +43,7 @@ from shared.schema import (
     SpeechStarted,
     SpeechSustained,
     TranscriptFinal,
+    TranscriptPartial,
 )
 from shared.turns import open_turn
 
@@ -219,6 +220,9 @@ class GatewaySession:
             return
         if isinstance(message, SpeechSustained):
             await self.conversation.speech_sustained(message.utterance)
+            return
+        if isinstance(message, TranscriptPartial):
+            await self.conversation.partial(message.utterance, message.text)
             return
         if isinstance(message, TranscriptFinal):
             await self.conversation.transcript(message.utterance, message.text, message.speech_ended_at)

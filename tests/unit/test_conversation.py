@@ -258,3 +258,18 @@ def test_listening_noises_are_backchannels(text: str) -> None:
 @pytest.mark.parametrize("text", ["No.", "Stop.", "Hmm, no.", "Oh wait.", "Huh? What?", "", "Ahead."])
 def test_words_are_not_backchannels(text: str) -> None:
     assert not is_backchannel(text)
+
+
+async def test_partials_go_to_the_client_for_the_newest_open_utterance_only(
+    convo: Conversation, effects: FakeEffects, clock: Clock
+) -> None:
+    await convo.speech_started(10)
+    await convo.partial(10, "What is the")
+    await convo.partial(3, "an older utterance")
+    partials = [e for e in effects.events if e["type"] == "transcript.partial"]
+    assert partials == [{"type": "transcript.partial", "turn_id": 1, "text": "What is the"}]
+    await convo.transcript(10, "What is the capital of France?", 0.0)
+    play_reply(convo, clock, ["Paris."], [2.0])
+    await convo.speech_started(50)  # held back while the reply plays: its turn is not open yet
+    await convo.partial(50, "Mm")
+    assert [e for e in effects.events if e["type"] == "transcript.partial"] == partials
