@@ -1,4 +1,4 @@
-"""The `voxmesh` command: `up`, one service (`gateway|asr|llm|tts`), or `talk`."""
+"""The `voxmesh` command: `up`, one service (`gateway|asr|llm|tts`), `talk`, or `bench`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 
 
 def _parser() -> argparse.ArgumentParser:
+    from clients.bench import add_arguments as add_bench_arguments
     from clients.talk import add_arguments
 
     parser = argparse.ArgumentParser(
@@ -19,6 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("gateway", "asr", "llm", "tts"):
         commands.add_parser(name, help=f"run the {name} service (configured by VOXMESH_{name.upper()}_* env)")
     add_arguments(commands.add_parser("talk", help="speak a WAV to a running gateway, save the reply"))
+    add_bench_arguments(commands.add_parser("bench", help="benchmark a running assistant (latency)"))
     return parser
 
 
@@ -33,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         from clients.talk import run
 
         return run(args)
+    if args.command == "bench":
+        from clients.bench import run as run_bench
+
+        return run_bench(args)
     if args.command == "gateway":
         from services.gateway.__main__ import main as service_main
     elif args.command == "asr":

@@ -1,0 +1,123 @@
+"""`voxmesh bench latency`: ask the questions, collect every turn, write the table, JSON, plot, doc."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from types import FrameType
+
+import httpx
+
+from clients.bench.load import busy_cores
+from clients.bench.mesh import MeshBench
+from clients.bench.questions import Question, load_folder, synthesize
+from clients.bench.report import Run, doc_section, load_average, summary, to_json
+from clients.bench.results import TurnResult
+from clients.bench.stack import voxmesh_up
+
+
+def _command() -> str:
+    """The command line as typed, for the record."""
+    program = sys.argv[0]
+    if os.path.basename(program) == "voxmesh":
+        program = os.path.relpath(program) if os.path.isabs(program) else program
+    else:
+        program = "voxmesh"
+    return shlex.join([program, *sys.argv[1:]])
+
+
+def _describe(turn: TurnResult) -> str:
+    if not turn.ok:
+        return f"{turn.mode} FAILED ({turn.error})"
+    return f"{turn.mode} {turn.stages_ms['first_audio']:6.0f} ms (heard {turn.transcript!r})"
+
+
+async def _bench(run: Run, questions: list[Question], in_process: bool, timeout_s: float) -> None:
+    """Ask each turn through the mesh, then the same question in process, so load drift hits both."""
+    local = None
+    if in_process:
+        from clients.bench.inprocess import InProcessBench
+
+        print("loading the engines in this process...", flush=True)
+        local = await InProcessBench.load()
+    try:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            mesh = MeshBench(run.url, client, timeout_s)
+            for index in range(run.runs):
+                question = questions[index % len(questions)]
+                run.mesh.append(await mesh.ask(index, question.name, question.pcm))
+                line = f"turn {index + 1:>3}/{run.runs}: {_describe(run.mesh[-1])}"
+                if local is not None:
+                    run.local.append(await local.ask(index, question.name, question.pcm))
+                    line += f"; {_describe(run.local[-1])}"
+                print(line, flush=True)
+    finally:
+        if local is not None:
+            await local.aclose()
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # so SIGTERM, too, stops the stack and the busy loops on the way out
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _title(run: Run) -> str:
+    load = "idle" if run.busy_cores == 0 else f"{run.busy_cores} busy core{'s' * (run.busy_cores > 1)}"
+    return f"{run.date}: {run.runs} turns, {load}"
+
+
+def _write_outputs(run: Run, args: argparse.Namespace) -> None:
+    if args.json is not None:
+        args.json.write_text(to_json(run) + "\n")
+        print(f"per-turn values: {args.json}")
+    if args.plot is not None:
+        from clients.bench.plot import write_plot
+
+        write_plot(run, args.plot, f"voxmesh bench latency, {_title(run)} ({run.machine})")
+        print(f"plot: {args.plot}")
+    if args.doc is not None:
+        with args.doc.open("a") as doc:
+            doc.write(doc_section(run, _title(run)))
+        print(f"appended to {args.doc}")
+
+
+def run_latency(args: argparse.Namespace) -> int:
+    """`voxmesh bench latency`; 0 when every turn got its reply, 1 otherwise."""
+    if args.runs < 1 or args.busy_cores < 0:
+        print("voxmesh bench latency: error: --runs must be >= 1, --busy-cores >= 0", file=sys.stderr)
+        return 2
+    try:
+        with _sigterm_interrupts():
+            wav_dir: Path | None = args.wav_dir
+            questions = load_folder(wav_dir) if wav_dir is not None else synthesize()
+            with busy_cores(args.busy_cores):
+                stack = voxmesh_up(args.start) if args.start is not None else nullcontext(args.url)
+                with stack as url:
+                    run = Run(_command(), url, args.runs, args.busy_cores, [q.name for q in questions])
+                    asyncio.run(_bench(run, questions, args.in_process, args.timeout))
+                    run.load_average = load_average()
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"voxmesh bench latency: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    print()
+    print(summary(run))
+    print()
+    _write_outputs(run, args)
+    return 0 if all(turn.ok for turn in (*run.mesh, *run.local)) else 1

@@ -1,0 +1,168 @@
+"""The benchmark's results as a markdown table and summary, as JSON, and as a section of a doc."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from clients.bench.results import STAGES, TurnResult
+from clients.bench.stats import Ratios, Summary, ratios, summarize_stage
+
+
+def machine() -> str:
+    """CPUs this process may use (as `nproc` counts them) and the CPU model."""
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{len(os.sched_getaffinity(0))} CPUs (nproc), {model}"
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+@dataclass
+class Run:
+    """Everything one `voxmesh bench latency` produced, and how it was run."""
+
+    command: str
+    url: str
+    runs: int
+    busy_cores: int
+    questions: list[str]
+    mesh: list[TurnResult] = field(default_factory=list)
+    local: list[TurnResult] = field(default_factory=list)
+    date: str = field(default_factory=lambda: datetime.date.today().isoformat())
+    machine: str = field(default_factory=machine)
+    load_average: str = ""  # taken at the end
+
+    def ratios(self) -> Ratios:
+        """Mesh over in-process, end of speech → first audio."""
+        return ratios(summarize_stage(self.mesh, "first_audio"), summarize_stage(self.local, "first_audio"))
+
+    def overlapped_ratios(self) -> Ratios:
+        """Mesh over in-process with Whisper during the silence, as the mesh's speculative final does."""
+        local = summarize_stage(self.local, "first_audio_overlapped")
+        return ratios(summarize_stage(self.mesh, "first_audio"), local)
+
+
+def format_ms(summary: Summary | None, attribute: str) -> str:
+    """A percentile as whole milliseconds, "–" when not measured."""
+    return "–" if summary is None else f"{getattr(summary, attribute):.0f} ms"
+
+
+def format_ratio(value: float | None) -> str:
+    """A ratio to two decimals, "–" when it cannot be computed."""
+    return "–" if value is None else f"{value:.2f}"
+
+
+def table(mesh: Sequence[TurnResult], local: Sequence[TurnResult], run_ratios: Ratios) -> str:
+    """Markdown: one row per stage, p50/p95 over the successful turns of each mode, then the ratio."""
+    lines = [
+        "| stage | metric (mesh / in-process) | mesh p50 | p95 | in-process p50 | p95 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for stage in STAGES:
+        m, s = summarize_stage(mesh, stage.key), summarize_stage(local, stage.key)
+        if m is None and s is None:
+            continue
+        cells = [format_ms(m, "p50"), format_ms(m, "p95"), format_ms(s, "p50"), format_ms(s, "p95")]
+        lines.append(f"| {stage.label} | {stage.source} | {' | '.join(cells)} |")
+    lines.append(
+        f"| ratio mesh / in-process, first audio | | {format_ratio(run_ratios.p50)} "
+        f"| {format_ratio(run_ratios.p95)} | | |"
+    )
+    return "\n".join(lines)
+
+
+def _outcome(name: str, turns: Sequence[TurnResult], runs: int) -> str:
+    ok = sum(turn.ok for turn in turns)
+    return f"{name} {ok}/{runs} ok"
+
+
+def failures(run: Run) -> list[str]:
+    """One line per failed turn."""
+    return [
+        f"{turn.mode} turn {turn.index + 1} ({turn.question!r}): {turn.error}"
+        for turn in (*run.mesh, *run.local)
+        if not turn.ok
+    ]
+
+
+def flag_counts(turns: Sequence[TurnResult]) -> list[str]:
+    """Each distinct flag with how many turns raised it."""
+    counts: dict[str, int] = {}
+    for turn in turns:
+        for flag in turn.flags:
+            counts[flag] = counts.get(flag, 0) + 1
+    return [f"{flag} ({count} of {len(turns)} turns)" for flag, count in sorted(counts.items())]
+
+
+def summary(run: Run) -> str:
+    """The markdown report: context, the table, outcomes, ratios, failures and flags."""
+    outcomes = [_outcome("mesh", run.mesh, run.runs)]
+    if run.local:
+        outcomes.append(_outcome("in-process", run.local, run.runs))
+    overlapped = run.overlapped_ratios()
+    lines = [
+        f"Machine: {run.machine}; {run.date}; load average (1, 5, 15 min) at the end: {run.load_average}; "
+        f"busy cores: {run.busy_cores}.",
+        "",
+        table(run.mesh, run.local, run.ratios()),
+        "",
+        f"Runs: {run.runs} turns over {len(run.questions)} questions ({'; '.join(outcomes)}).",
+    ]
+    if overlapped.p50 is not None:
+        lines.append(
+            f"Mesh / in-process with Whisper during the silence: p50 {format_ratio(overlapped.p50)}, "
+            f"p95 {format_ratio(overlapped.p95)}."
+        )
+    failed = failures(run)
+    lines.append("Failures: " + ("none." if not failed else "; ".join(failed) + "."))
+    if flags := flag_counts(run.mesh):
+        lines.append("Flagged mesh values: " + "; ".join(flags) + ".")
+    return "\n".join(lines)
+
+
+def doc_section(run: Run, title: str) -> str:
+    """A section to append to a markdown doc: heading, the exact command, the report."""
+    return f"\n### {title}\n\n```\n{run.command}\n```\n\n{summary(run)}\n"
+
+
+def _stats(turns: Sequence[TurnResult], key: str) -> dict[str, float] | None:
+    found = summarize_stage(turns, key)
+    return None if found is None else asdict(found)
+
+
+def to_json(run: Run) -> str:
+    """Every per-turn value, with the run's context and summary."""
+    stages = {
+        stage.key: {"mesh": _stats(run.mesh, stage.key), "in_process": _stats(run.local, stage.key)}
+        for stage in STAGES
+    }
+    data = {
+        "command": run.command,
+        "date": run.date,
+        "machine": run.machine,
+        "load_average": run.load_average,
+        "busy_cores": run.busy_cores,
+        "url": run.url,
+        "runs": run.runs,
+        "questions": run.questions,
+        "summary": stages,
+        "ratio_first_audio": asdict(run.ratios()),
+        "ratio_first_audio_overlapped": asdict(run.overlapped_ratios()),
+        "failures": failures(run),
+        "turns": [turn.to_json() for turn in (*run.mesh, *run.local)],
+    }
+    return json.dumps(data, indent=2, ensure_ascii=False)
