@@ -27,7 +27,7 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/talk_latency.py --runs 10
+	$(BIN)/voxmesh bench latency --runs 10 --url ws://127.0.0.1:$(PORT)/v1/realtime
 
 clean:
 	rm -rf $(VENV)

@@ -91,8 +91,9 @@ def _write_outputs(run: Run, args: argparse.Namespace) -> None:
         write_plot(run, args.plot, f"voxmesh bench latency, {_title(run)} ({run.machine})")
         print(f"plot: {args.plot}")
     if args.doc is not None:
+        plot = None if args.plot is None else os.path.relpath(args.plot, args.doc.parent)
         with args.doc.open("a") as doc:
-            doc.write(doc_section(run, _title(run)))
+            doc.write(doc_section(run, _title(run), plot))
         print(f"appended to {args.doc}")
 
 

@@ -134,9 +134,10 @@ def summary(run: Run) -> str:
     return "\n".join(lines)
 
 
-def doc_section(run: Run, title: str) -> str:
-    """A section to append to a markdown doc: heading, the exact command, the report."""
-    return f"\n### {title}\n\n```\n{run.command}\n```\n\n{summary(run)}\n"
+def doc_section(run: Run, title: str, plot: str | None = None) -> str:
+    """A section to append to a markdown doc: heading, the exact command, the report, the plot if any."""
+    image = "" if plot is None else f"\n![{title}: stages and first audio per turn]({plot})\n"
+    return f"\n### {title}\n\n```\n{run.command}\n```\n\n{summary(run)}\n{image}"
 
 
 def _stats(turns: Sequence[TurnResult], key: str) -> dict[str, float] | None:
