@@ -31,12 +31,14 @@ class PhraseChunker:
     """Accumulates deltas; emits a phrase once its end is certain, so splits never depend on delta boundaries.
 
     A phrase ends at a newline, or at . ! ? … followed by whitespace (not after decimals or abbreviations).
-    The first phrase of a reply may also end at a clause mark once it has `first_min_words` words, so
-    the first audio starts sooner. Anything longer than `max_chars` is cut at its last space.
+    The first phrase of a reply may also end at a clause mark once it has `first_min_words` words, and
+    is cut after `first_max_words` words when no mark comes, so the first audio starts soon whatever the
+    first sentence is. Anything longer than `max_chars` is cut at its last space.
     """
 
-    def __init__(self, *, first_min_words: int = 4, max_chars: int = 220) -> None:
+    def __init__(self, *, first_min_words: int = 4, first_max_words: int = 10, max_chars: int = 220) -> None:
         self.first_min_words = first_min_words
+        self.first_max_words = first_max_words
         self.max_chars = max_chars
         self._buf = ""
         self._first = True
@@ -68,12 +70,17 @@ class PhraseChunker:
     def _next_cut(self, final: bool) -> int | None:
         """Index just past the first certain phrase end in the buffer, or None to wait for more text."""
         buf = self._buf
+        word_cut = self._word_cut(buf) if self._first else None
         for i, ch in enumerate(buf):
             if i >= self.max_chars:
                 break
+            if word_cut is not None and i >= word_cut:
+                return word_cut
             cut = self._boundary_at(buf, i, ch, final)
             if cut is not None and cut <= self.max_chars:
                 return cut
+        if word_cut is not None and word_cut <= self.max_chars:
+            return word_cut
         if len(buf) > self.max_chars:
             # Every boundary within max_chars is decided by now (its look-ahead exists), so the cut is stable.
             space = buf.rfind(" ", 1, self.max_chars + 1)
@@ -99,6 +106,21 @@ class PhraseChunker:
             return end if any(c.isalpha() for c in buf[:end]) else None
         if self._first and ch in _CLAUSE_MARKS and self._ends_first_clause(buf[: i + 1]):
             return i + 1 if self._followed_by_space(buf, i + 1, final) else None
+        return None
+
+    def _word_cut(self, buf: str) -> int | None:
+        """Just past the `first_max_words`-th word, once a space shows that word is complete."""
+        count = 0
+        in_word = False
+        for i, ch in enumerate(buf):
+            if ch.isspace():
+                if in_word:
+                    count += 1
+                    if count == self.first_max_words:
+                        return i
+                in_word = False
+            else:
+                in_word = True
         return None
 
     def _ends_first_clause(self, phrase: str) -> bool:

@@ -89,10 +89,25 @@ def test_flush_returns_the_remainder_and_resets() -> None:
 
 def test_long_phrase_is_split_at_the_last_space() -> None:
     text = " ".join(["word"] * 30) + "."
-    phrases = chunk(text, max_chars=40, first_min_words=99)
+    phrases = chunk(text, max_chars=40, first_min_words=99, first_max_words=99)
     assert all(len(p) <= 40 for p in phrases)
     assert " ".join(phrases) == text
     assert phrases[0] == " ".join(["word"] * 8)
+
+
+def test_first_phrase_without_punctuation_is_cut_after_ten_words() -> None:
+    long_sentence = (
+        "The moon is a mysterious and fascinating celestial body that has captivated humans for ages."
+    )
+    phrases = chunk(long_sentence + " It shines.")
+    assert phrases[0] == "The moon is a mysterious and fascinating celestial body that"
+    assert phrases[1:] == ["has captivated humans for ages.", "It shines."], "later phrases are sentences"
+
+
+def test_the_tenth_word_is_cut_only_once_it_is_complete() -> None:
+    chunker = PhraseChunker()
+    assert chunker.push("one two three four five six seven eight nine te") == []
+    assert chunker.push("n eleven") == ["one two three four five six seven eight nine ten"]
 
 
 def test_a_word_longer_than_max_chars_is_cut_hard() -> None:
