@@ -86,10 +86,13 @@ def _write_outputs(run: Run, args: argparse.Namespace) -> None:
         args.json.write_text(to_json(run) + "\n")
         print(f"per-turn values: {args.json}")
     if args.plot is not None:
-        from clients.bench.plot import write_plot
-
-        write_plot(run, args.plot, f"voxmesh bench latency, {_title(run)} ({run.machine})")
-        print(f"plot: {args.plot}")
+        try:
+            from clients.bench.plot import write_plot
+        except ImportError as exc:  # matplotlib comes with the dev extra only
+            print(f"voxmesh bench latency: no plot: {exc}", file=sys.stderr)
+        else:
+            write_plot(run, args.plot, f"voxmesh bench latency, {_title(run)} ({run.machine})")
+            print(f"plot: {args.plot}")
     if args.doc is not None:
         plot = None if args.plot is None else os.path.relpath(args.plot, args.doc.parent)
         with args.doc.open("a") as doc:
