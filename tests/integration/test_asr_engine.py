@@ -9,7 +9,14 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
-from services.asr.endpointer import SAMPLE_RATE, Endpointer, EndpointerEvent, SileroDetector, SpeechEnded
+from services.asr.endpointer import (
+    SAMPLE_RATE,
+    Endpointer,
+    EndpointerEvent,
+    SileroDetector,
+    SpeechEnded,
+    SpeechPaused,
+)
 from services.asr.engine import FasterWhisperRecognizer
 from tests.speech import synthesize_speech
 
@@ -58,9 +65,11 @@ def test_silero_finds_one_utterance_around_the_speech(question: bytes) -> None:
     speech_ms = pcm_ms(question)
     events = endpoint(silence(500) + question + silence(1000))
 
-    assert [type(e).__name__ for e in events] == ["SpeechStarted", "SpeechSustained", "SpeechEnded"]
-    ended = events[2]
-    assert isinstance(ended, SpeechEnded)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["SpeechStarted", "SpeechSustained", "SpeechPaused", "SpeechEnded"]
+    paused, ended = events[2], events[3]
+    assert isinstance(ended, SpeechEnded) and isinstance(paused, SpeechPaused)
+    assert paused.audio == ended.audio, "the speculative transcription gets exactly the final's audio"
     # piper pads its output with a little silence, hence the slack.
     assert 450 <= ended.start_ms <= 750
     assert speech_ms + 200 <= ended.end_ms <= speech_ms + 600
