@@ -9,5 +9,5 @@ a=${2:-true}
 b=${3:-false}
 for value in "$a" "$b" "$a" "$b"; do
   echo "=== $var=$value"
-  env "$var=$value" .venv/bin/voxmesh bench latency --runs 8 --start 18200 | grep -E "^\| (first audio at the client|end of speech → final transcript|runs|turns)"
+  env "$var=$value" .venv/bin/voxmesh bench latency --runs 8 --start 18200 | grep -E "first audio at the client|end of speech → final transcript|failures|turns:"
 done

@@ -159,7 +159,7 @@ class SessionTranscriber:
 
     async def _partial(self, utterance: int, pcm: bytes) -> None:
         try:
-            text = await self.recognizer.transcribe(pcm)
+            text = await self.recognizer.transcribe(pcm, partial=True)
         except Exception:
             log.warning("partial transcription failed", extra={"session_id": self.session_id})
             return

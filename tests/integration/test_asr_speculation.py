@@ -28,7 +28,7 @@ class RecordingRecognizer:
     def __init__(self) -> None:
         self.calls: list[int] = []
 
-    async def transcribe(self, pcm: bytes) -> str:
+    async def transcribe(self, pcm: bytes, *, partial: bool = False) -> str:
         self.calls.append(len(pcm))
         await asyncio.sleep(0.05)
         return f"bytes {len(pcm)}"
