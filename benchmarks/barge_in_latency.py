@@ -17,8 +17,6 @@ import asyncio
 import datetime
 import os
 import shlex
-import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -34,11 +32,12 @@ from prometheus_client.parser import text_string_to_metric_families
 _ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(_ROOT))
 
+from clients.bench.report import machine  # noqa: E402
+from clients.bench.stack import voxmesh_up  # noqa: E402
 from clients.talk import DEFAULT_URL, TalkError, converse  # noqa: E402
 
 LONG_QUESTION = "Tell me a long story about the moon."
 QUESTION = "How many days are in a week?"
-READY_LINE = "voxmesh is ready"
 
 
 def _synthesize(directory: Path) -> tuple[Path, Path]:
@@ -102,18 +101,6 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
     return float(np.percentile(values, 50)), float(np.percentile(values, 95))
 
 
-def _machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {model}"
-
-
 def _cancel_stops(url: str) -> list[str]:
     """From the LLM and TTS services' /metrics (gateway port + 2 and + 3, as `voxmesh up` lays them out):
     how many jobs each cancel stopped and how long they took to stop, from the cancel being sent."""
@@ -155,7 +142,7 @@ def _report(args: argparse.Namespace, alone: list[float], barged: list[float], f
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     print()
     print(f"command: {command}")
-    print(f"machine: {_machine()}; date: {datetime.date.today()}; load average at the end: {load}")
+    print(f"machine: {machine()}; date: {datetime.date.today()}; load average at the end: {load}")
     print(
         f"runs: {args.runs} of each; failures: {failures}; barge-in {args.barge_in_ms:g} ms after first audio"
     )
@@ -176,25 +163,8 @@ def _voxmesh_up(port: int | None) -> Iterator[str | None]:
     if port is None:
         yield None
         return
-    command = [sys.executable, "-m", "services.cli", "up", "--port", str(port)]
-    with tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen(command, cwd=_ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
-        try:
-            assert process.stdout is not None
-            for line in process.stdout:
-                if READY_LINE in line:
-                    break
-            else:
-                log.seek(0)
-                raise SystemExit(f"voxmesh up did not become ready: {log.read()[-3000:]}")
-            yield f"ws://127.0.0.1:{port}/v1/realtime"
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with voxmesh_up(port) as url:
+        yield url
 
 
 def main() -> int:
