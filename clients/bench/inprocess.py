@@ -16,7 +16,8 @@ from clients.talk.microphone import Pacer
 from services.asr.endpointer import Endpointer, EndpointerConfig, SileroDetector, SpeechEnded, SpeechPaused
 from services.asr.engine import FasterWhisperRecognizer
 from services.asr.settings import AsrSettings
-from services.llm.engine import ChatMessage, GenerationError, Generator, build_generator
+from services.llm.engine import ChatMessage, GenerationError, Generator
+from services.llm.factory import build_generator
 from services.llm.phrases import PhraseChunker
 from services.llm.settings import LlmSettings
 from services.tts.engine import PiperSynthesizer

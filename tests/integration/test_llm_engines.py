@@ -9,7 +9,8 @@ from contextlib import aclosing
 
 import pytest
 
-from services.llm.engine import ChatMessage, GenerationError, Generator, build_generator, bundled_model_path
+from services.llm.engine import ChatMessage, GenerationError, Generator
+from services.llm.factory import build_generator, bundled_model_path
 from services.llm.gemini import GeminiGenerator
 from services.llm.llama import LlamaCppGenerator
 from tests.fake_gemini import FakeGeminiServer
