@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
@@ -14,6 +15,7 @@ from llama_cpp import Llama
 from llama_cpp.llama_types import ChatCompletionRequestMessage
 
 from services.llm.engine import ChatMessage, GenerationError
+from shared.threadstream import stream_from_thread
 
 log = logging.getLogger(__name__)
 
@@ -82,27 +84,13 @@ class LlamaCppGenerator:
     async def stream(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
         """Yield reply deltas; on cancel or early close the worker stops at its next token."""
         async with self._lock:
-            loop = asyncio.get_running_loop()
-            queue: asyncio.Queue[str | None] = asyncio.Queue()  # None marks the end
-            stop = threading.Event()
-
-            def emit(item: str | None) -> None:
-                try:
-                    loop.call_soon_threadsafe(queue.put_nowait, item)
-                except RuntimeError:  # the loop is gone: nobody is listening any more
-                    stop.set()
-
-            future = loop.run_in_executor(self._executor, self._generate, list(messages), stop, emit)
+            generate = functools.partial(self._generate, list(messages))
             try:
-                while (item := await queue.get()) is not None:
-                    yield item
-                await future
+                # Holding the lock until the worker is idle keeps the next turn from queueing behind it.
+                async for delta in stream_from_thread(self._executor, generate):
+                    yield delta
             except Exception as exc:
                 raise GenerationError(f"llama.cpp generation failed: {exc}") from exc
-            finally:
-                stop.set()
-                # Holding the lock until the worker is idle keeps the next turn from queueing behind it.
-                await _wait_done(future)
 
     async def aclose(self) -> None:
         """Free the model without blocking the event loop."""
@@ -114,35 +102,32 @@ class LlamaCppGenerator:
         self._executor.shutdown(wait=True)
 
     def _generate(
-        self, messages: list[ChatMessage], stop: threading.Event, emit: Callable[[str | None], None]
+        self, messages: list[ChatMessage], emit: Callable[[str], None], stop: threading.Event
     ) -> None:
         """Worker thread: run one completion, handing each delta to the loop until done or stopped."""
+        if stop.is_set():
+            return
+        chunks = self._llama.create_chat_completion(
+            messages=self._fit_context(messages),
+            stream=True,
+            max_tokens=self._max_tokens,
+            temperature=self._temperature,
+            repeat_penalty=self._repeat_penalty,
+        )
+        if not isinstance(chunks, Iterator):
+            raise GenerationError("llama.cpp did not return a stream")
         try:
-            if stop.is_set():
-                return
-            chunks = self._llama.create_chat_completion(
-                messages=self._fit_context(messages),
-                stream=True,
-                max_tokens=self._max_tokens,
-                temperature=self._temperature,
-                repeat_penalty=self._repeat_penalty,
-            )
-            if not isinstance(chunks, Iterator):
-                raise GenerationError("llama.cpp did not return a stream")
-            try:
-                for chunk in chunks:
-                    if stop.is_set():
-                        break
-                    text = chunk["choices"][0]["delta"].get("content")
-                    if isinstance(text, str) and text:
-                        emit(text)
-            finally:
-                # Closing the generator is what ends llama.cpp's decode loop when we break out early.
-                close = getattr(chunks, "close", None)
-                if close is not None:
-                    close()
+            for chunk in chunks:
+                if stop.is_set():
+                    break
+                text = chunk["choices"][0]["delta"].get("content")
+                if isinstance(text, str) and text:
+                    emit(text)
         finally:
-            emit(None)
+            # Closing the generator is what ends llama.cpp's decode loop when we break out early.
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
 
     def _fit_context(self, messages: list[ChatMessage]) -> list[ChatCompletionRequestMessage]:
         """Drop the oldest non-system turns until the prompt leaves room for max_tokens."""
@@ -163,18 +148,3 @@ class LlamaCppGenerator:
             cast(ChatCompletionRequestMessage, {"role": m.role, "content": m.text})
             for m in (*system, *reversed(kept))
         ]
-
-
-async def _wait_done(future: asyncio.Future[None]) -> None:
-    """Wait for the worker even if cancelled meanwhile, then let that cancel propagate."""
-    cancelled: asyncio.CancelledError | None = None
-    while not future.done():
-        try:
-            # asyncio.wait never cancels the future it watches, so the worker is not abandoned.
-            await asyncio.wait({future})
-        except asyncio.CancelledError as exc:
-            cancelled = exc
-    if not future.cancelled():
-        future.exception()  # retrieved here; the happy path already raised it
-    if cancelled is not None:
-        raise cancelled

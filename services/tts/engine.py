@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
-import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,8 +15,7 @@ import onnxruntime
 from piper import PiperConfig, PiperVoice
 
 from shared.audio import SAMPLE_WIDTH, StreamResampler
-
-log = logging.getLogger(__name__)
+from shared.threadstream import stream_from_thread
 
 DEFAULT_CHUNK_MS = 100
 _WARMUP_TEXT = "Hello."
@@ -29,13 +27,6 @@ class Synthesizer(Protocol):
     def stream(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
         """Yield PCM chunks, the first as early as possible; cancelling the consumer stops the work."""
         ...
-
-
-class _Done:
-    """Queue marker: the worker has returned (or raised); its future holds the outcome."""
-
-
-_DONE = _Done()
 
 
 class PiperSynthesizer:
@@ -50,7 +41,7 @@ class PiperSynthesizer:
         # One thread: the onnx session already uses every core, and a single worker keeps
         # streams in order, so a cancelled stream's last sentence finishes before the next starts.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="piper")
-        self._stops: set[threading.Event] = set()
+        self._closed = threading.Event()
 
     @classmethod
     def load(cls, chunk_ms: int = DEFAULT_CHUNK_MS, threads: int | None = None) -> PiperSynthesizer:
@@ -76,59 +67,34 @@ class PiperSynthesizer:
 
     def close(self) -> None:
         """Stop running streams after their current sentence and release the worker thread."""
-        for stop in list(self._stops):
-            stop.set()
+        self._closed.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def stream(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
         """Yield s16le mono PCM at `sample_rate` in chunks of at most `chunk_ms`."""
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[bytes | _Done] = asyncio.Queue()
-        stop = threading.Event()
-
-        def emit(pcm: bytes) -> None:
-            # Runs in the worker; once the consumer is gone its loop may be closed too.
-            if not stop.is_set():
-                try:
-                    loop.call_soon_threadsafe(queue.put_nowait, pcm)
-                except RuntimeError:
-                    stop.set()
-
-        def on_done(future: asyncio.Future[bool]) -> None:
-            # Retrieve the outcome here so a failure after the consumer left is logged, not lost.
-            if not future.cancelled() and (exc := future.exception()) is not None and stop.is_set():
-                log.warning("piper worker failed after its stream ended", exc_info=exc)
-            queue.put_nowait(_DONE)
-
-        worker = loop.run_in_executor(self._executor, self._produce, text, sample_rate, stop, emit)
-        self._stops.add(stop)
-        # Audio was queued via call_soon_threadsafe before the future resolves, so _DONE comes last.
-        worker.add_done_callback(on_done)
         chunk_bytes = max(1, sample_rate * self.chunk_ms // 1000) * SAMPLE_WIDTH
-        try:
-            while not isinstance(item := await queue.get(), _Done):
-                for start in range(0, len(item), chunk_bytes):
-                    yield item[start : start + chunk_bytes]
-            # result() re-raises a synthesis error here, in the consumer.
-            if worker.cancelled() or not worker.result():
-                # Not CancelledError: that would read as the consumer's own task being cancelled.
-                raise RuntimeError("PiperSynthesizer closed while streaming")
-        finally:
-            # Reached on normal end, error, cancellation and aclose(): the worker drops the rest.
-            stop.set()
-            self._stops.discard(stop)
+        produce = functools.partial(self._produce, text, sample_rate)
+        # Ends when the consumer leaves (cancel, aclose) once the sentence in synthesis is done.
+        async for pcm in stream_from_thread(self._executor, produce, self._check_finished):
+            for start in range(0, len(pcm), chunk_bytes):
+                yield pcm[start : start + chunk_bytes]
+
+    @staticmethod
+    def _check_finished(finished: bool) -> None:
+        if not finished:
+            raise RuntimeError("PiperSynthesizer closed while streaming")
 
     def _produce(
-        self, text: str, sample_rate: int, stop: threading.Event, emit: Callable[[bytes], None]
+        self, text: str, sample_rate: int, emit: Callable[[bytes], None], stop: threading.Event
     ) -> bool:
         """Worker thread: synthesize, resample and hand over sentence by sentence; False if stopped."""
         resampler = StreamResampler(self.native_rate, sample_rate)
         sentences = iter(self.voice.synthesize(text))
         while True:
             # Check before each next(): that call is what synthesizes a sentence.
-            if stop.is_set():
+            if stop.is_set() or self._closed.is_set():
                 return False
             if (sentence := next(sentences, None)) is None:
                 break
