@@ -190,6 +190,12 @@ async def serve_fenced_queue(
     try:
         async with asyncio.TaskGroup() as group:
             listening = group.create_task(listener.run())
+            # Take no work before cancels can be heard: a job started meanwhile would miss its cancel.
+            subscribed = group.create_task(listener.subscribed.wait())
+            stopping = group.create_task(stop.wait())
+            await asyncio.wait({subscribed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            subscribed.cancel()
+            stopping.cancel()
             await worker.run(stop)
             listening.cancel()
     finally:
