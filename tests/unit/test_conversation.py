@@ -81,6 +81,13 @@ def play_reply(convo: Conversation, clock: Clock, phrases: list[str], seconds: l
     reply.assembler.reply_done(len(phrases))
 
 
+async def reply_playing(convo: Conversation, clock: Clock) -> None:
+    """A question was asked and its 3 s reply has been playing for half a second."""
+    await ask(convo, 10, "Tell me about the moon.")
+    play_reply(convo, clock, ["The moon is bright."], [3.0])
+    clock.now += 0.5
+
+
 async def ask(convo: Conversation, utterance: int, text: str) -> None:
     await convo.speech_started(utterance)
     await convo.transcript(utterance, text, speech_ended_at=0.0)
@@ -163,9 +170,7 @@ async def test_without_a_client_report_the_heard_part_is_estimated_from_send_tim
 async def test_a_short_noise_does_not_cut_a_playing_reply(
     convo: Conversation, effects: FakeEffects, clock: Clock
 ) -> None:
-    await ask(convo, 10, "Tell me about the moon.")
-    play_reply(convo, clock, ["The moon is bright."], [3.0])
-    clock.now += 0.5
+    await reply_playing(convo, clock)
     await convo.speech_started(100)  # a cough: never sustained
     await convo.transcript(100, "", 0.0)
     assert convo.turn == 1
@@ -176,9 +181,7 @@ async def test_a_short_noise_does_not_cut_a_playing_reply(
 async def test_a_short_word_during_a_reply_interrupts_once_transcribed(
     convo: Conversation, effects: FakeEffects, clock: Clock
 ) -> None:
-    await ask(convo, 10, "Tell me about the moon.")
-    play_reply(convo, clock, ["The moon is bright."], [3.0])
-    clock.now += 0.5
+    await reply_playing(convo, clock)
     await convo.speech_started(100)
     await convo.transcript(100, "No.", 0.0)
     assert "audio.clear" in effects.types()
@@ -240,9 +243,7 @@ async def test_client_cancel_keeps_the_question_in_the_history(
 async def test_a_backchannel_during_a_reply_does_not_interrupt(
     convo: Conversation, effects: FakeEffects, clock: Clock
 ) -> None:
-    await ask(convo, 10, "Tell me about the moon.")
-    play_reply(convo, clock, ["The moon is bright."], [3.0])
-    clock.now += 0.5
+    await reply_playing(convo, clock)
     await convo.speech_started(100)
     await convo.transcript(100, "Mm-hmm.", 0.0)
     assert convo.turn == 1 and "audio.clear" not in effects.types()
