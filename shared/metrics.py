@@ -43,6 +43,18 @@ ASR_SPECULATIVE_FINALS = Counter(
     "because the speaker went on.",
     ["outcome"],
 )
+ASR_TURN_VERDICTS = Counter(
+    "voxmesh_asr_turn_verdicts_total",
+    "End-of-turn judgements at a pause, by verdict: complete (the turn ends now) or incomplete (keep "
+    "listening for the longer silence).",
+    ["verdict"],
+)
+SPECULATIVE_REPLIES = Counter(
+    "voxmesh_speculative_replies_total",
+    "Replies started on a speculative transcript before the end of the turn was confirmed, by outcome: "
+    "started, used (the final confirmed the text; the held audio was released), discarded.",
+    ["outcome"],
+)
 ASR_PARTIALS = Counter("voxmesh_asr_partials_total", "Partial transcripts sent while users were speaking.")
 ASR_SESSIONS = Gauge("voxmesh_asr_sessions_owned", "Sessions whose audio this ASR replica owns.")
 LLM_FIRST_TOKEN_SECONDS = Histogram(

@@ -69,6 +69,28 @@ class TranscriptPartial(BusMessage):
     utterance: int = Field(ge=0)
 
 
+class TranscriptSpeculative(BusMessage):
+    """ASR → gateway: the text of an utterance whose speaker has fallen silent, before the end of the turn is
+    confirmed. The gateway may start the reply on it, holding its output until `TranscriptFinal` for the
+    same utterance confirms the text, and dropping it if `SpeechResumed` says the speaker went on."""
+
+    kind: Literal["transcript.speculative"] = "transcript.speculative"
+    text: str
+    utterance: int = Field(ge=0)
+    speech_ended_at: float
+    pause_ms: int = Field(ge=0)
+    """Where in the session's audio the transcribed speech ends: names this pause of the utterance."""
+
+
+class SpeechResumed(BusMessage):
+    """ASR → gateway: the speaker went on after a pause: a speculative transcript of it is void."""
+
+    kind: Literal["speech.resumed"] = "speech.resumed"
+    utterance: int = Field(ge=0)
+    pause_ms: int = Field(ge=0)
+    """The pause that ended (see `TranscriptSpeculative.pause_ms`): speculations up to it are void."""
+
+
 class TranscriptFinal(BusMessage):
     """ASR → gateway: the final text of one utterance (empty when it held no words: noise, a cough)."""
 
@@ -143,6 +165,8 @@ Message: TypeAlias = Annotated[
     | SpeechStarted
     | SpeechSustained
     | TranscriptPartial
+    | TranscriptSpeculative
+    | SpeechResumed
     | TranscriptFinal
     | ReplyRequested
     | ReplyPhrase

@@ -91,6 +91,14 @@ class SpeechPaused:
 
 
 @dataclass(frozen=True, slots=True)
+class SpeechResumed:
+    """The speaker went on after the `SpeechPaused` whose `end_ms` is `pause_ms`: the utterance is longer
+    than the paused audio."""
+
+    pause_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class SpeechEnded:
     """An utterance finished; `audio` holds it with pre-roll and a little trailing silence."""
 
@@ -99,7 +107,7 @@ class SpeechEnded:
     end_ms: int
 
 
-EndpointerEvent = SpeechStarted | SpeechSustained | SpeechPaused | SpeechEnded
+EndpointerEvent = SpeechStarted | SpeechSustained | SpeechPaused | SpeechResumed | SpeechEnded
 
 
 class _State(Enum):
@@ -163,6 +171,8 @@ class Endpointer:
         self._speech_end = 0  # end of the last window above end_threshold
         self._sustained = False  # SpeechSustained already reported for the current utterance
         self._paused_at = -1  # the speech end a SpeechPaused was last reported for
+        self._resumed = True  # SpeechResumed already reported for the last pause (or there was none)
+        self._end_requested = -1  # end the utterance at this speech end (ms), if it is still the last one
 
     def feed(self, pcm: bytes) -> list[EndpointerEvent]:
         """Consume a chunk of s16le PCM and return the events it completed."""
@@ -179,7 +189,31 @@ class Endpointer:
                 events.append(SpeechSustained(at_ms=self.position_ms))
             if self._pause_due():
                 events.append(self._pause())
+            elif self._resume_due():
+                self._resumed = True
+                events.append(SpeechResumed(pause_ms=_ms(self._paused_at)))
+            elif self._end_due():
+                events.append(self._finish(self._pause_cut()))
         return events
+
+    def end_at_pause(self, end_ms: int) -> None:
+        """End the utterance at the next window if its speech still ends at `end_ms` (a turn model judged
+        the pause the end of the turn); ignored once the speaker goes on. Safe to call between `feed`s."""
+        self._end_requested = end_ms
+
+    def _end_due(self) -> bool:
+        return (
+            self._state is _State.SPEECH
+            and self._end_requested >= 0
+            and self._end_requested == _ms(self._speech_end)
+            and self._position - self._speech_end >= _samples(self._config.post_roll_ms)
+        )
+
+    def _resume_due(self) -> bool:
+        return self._state is _State.SPEECH and not self._resumed and self._speech_end != self._paused_at
+
+    def _pause_cut(self) -> int:
+        return self._speech_end + _samples(self._config.post_roll_ms)
 
     def _pause_due(self) -> bool:
         post_roll = self._config.post_roll_ms
@@ -192,7 +226,8 @@ class Endpointer:
 
     def _pause(self) -> SpeechPaused:
         self._paused_at = self._speech_end
-        cut = self._speech_end + _samples(self._config.post_roll_ms)
+        self._resumed = False
+        cut = self._pause_cut()
         split = (cut - self._audio_start) * _BYTES_PER_SAMPLE
         return SpeechPaused(
             audio=bytes(self._audio[:split]), start_ms=_ms(self._speech_start), end_ms=_ms(self._speech_end)
@@ -233,6 +268,8 @@ class Endpointer:
         self._speech_end = self._position
         self._sustained = False
         self._paused_at = -1
+        self._resumed = True
+        self._end_requested = -1
         return SpeechStarted(at_ms=_ms(self._speech_start))
 
     def _continue_speech(self, probability: float) -> SpeechEnded | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from services.asr.endpointer import (
@@ -12,13 +13,20 @@ from services.asr.endpointer import (
     EndpointerEvent,
     SpeechEnded,
     SpeechPaused,
+    SpeechResumed,
     SpeechSustained,
 )
 from services.asr.engine import Recognizer
 from services.asr.partials import LocalAgreement
 from shared import keys
 from shared.bus import Bus, StreamTail
-from shared.metrics import ASR_ENDPOINT_SECONDS, ASR_FINAL_SECONDS, ASR_PARTIALS, ASR_SPECULATIVE_FINALS
+from shared.metrics import (
+    ASR_ENDPOINT_SECONDS,
+    ASR_FINAL_SECONDS,
+    ASR_PARTIALS,
+    ASR_SPECULATIVE_FINALS,
+    ASR_TURN_VERDICTS,
+)
 from shared.schema import (
     AudioFrame,
     Message,
@@ -26,7 +34,9 @@ from shared.schema import (
     SpeechStarted,
     TranscriptFinal,
     TranscriptPartial,
+    TranscriptSpeculative,
 )
+from shared.schema import SpeechResumed as SpeechResumedMessage
 from shared.schema import SpeechSustained as SpeechSustainedMessage
 
 log = logging.getLogger(__name__)
@@ -43,6 +53,9 @@ class _Utterance:
 
 
 _CHECKPOINT_EVERY_S = 0.5
+
+TurnJudge = Callable[[str, bytes], Awaitable[bool]]
+"""Is the turn complete, given the transcript of the audio up to a pause and that audio?"""
 
 
 class SessionTranscriber:
@@ -61,6 +74,7 @@ class SessionTranscriber:
         *,
         speculate: bool = True,
         partial_interval_ms: int = 0,
+        judge: TurnJudge | None = None,
     ) -> None:
         self.bus = bus
         self.session_id = session_id
@@ -73,7 +87,8 @@ class SessionTranscriber:
         # confirmed: (start_ms, end_ms) of the speech it covers, and its task (owned by run's TaskGroup).
         self._speculation: tuple[tuple[int, int], asyncio.Task[str | None]] | None = None
         self._tasks: asyncio.TaskGroup | None = None
-        self._speculate_enabled = speculate
+        self._speculate_enabled = speculate or judge is not None
+        self._judge = judge
         self._partial_interval_ms = partial_interval_ms
         self._partial_task: asyncio.Task[None] | None = None
         self._partial_at_ms = 0  # utterance length when the last partial decode started
@@ -122,8 +137,21 @@ class SessionTranscriber:
             if not self._speculate_enabled:
                 return
             assert self._tasks is not None
-            task = self._tasks.create_task(self._speculate(event.audio))
+            task = self._tasks.create_task(self._speculate(self._utterance, event))
             self._speculation = ((event.start_ms, event.end_ms), task)
+            return
+        if isinstance(event, SpeechResumed):
+            if self._drop_speculation():
+                turn = await self._current_turn()
+                await self._emit(
+                    SpeechResumedMessage(
+                        session_id=self.session_id,
+                        turn_id=turn,
+                        seq=self._seq,
+                        utterance=self._utterance,
+                        pause_ms=event.pause_ms,
+                    )  # fmt: skip
+                )
             return
         if isinstance(event, SpeechEnded):
             # The endpointer is fed in real time, so the audio at its position is "now".
@@ -180,13 +208,38 @@ class SessionTranscriber:
                 )  # fmt: skip
             )
 
-    async def _speculate(self, pcm: bytes) -> str | None:
-        """Transcribe a paused utterance; None on failure (the final is then transcribed as usual)."""
+    async def _speculate(self, utterance: int, paused: SpeechPaused) -> str | None:
+        """Transcribe a paused utterance, offer the text to the gateway (which may start the reply on it)
+        and judge whether the turn is over; None on failure (the final is then transcribed as usual)."""
         try:
-            return await self.recognizer.transcribe(pcm)
+            text = await self.recognizer.transcribe(paused.audio)
         except Exception:
             log.warning("speculative transcription failed", extra={"session_id": self.session_id})
             return None
+        ended_at = time.time() - (self.endpointer.position_ms - paused.end_ms) / 1000
+        if text:
+            turn = await self._current_turn()
+            await self._emit(
+                TranscriptSpeculative(
+                    session_id=self.session_id,
+                    turn_id=turn,
+                    seq=self._seq,
+                    text=text,
+                    utterance=utterance,
+                    speech_ended_at=ended_at,
+                    pause_ms=paused.end_ms,
+                )  # fmt: skip
+            )
+        if self._judge is not None:
+            try:
+                complete = await self._judge(text, paused.audio)
+            except Exception:
+                log.warning("turn judgement failed", extra={"session_id": self.session_id})
+                complete = False  # the endpointer's longer silence still ends the turn
+            ASR_TURN_VERDICTS.labels(verdict="complete" if complete else "incomplete").inc()
+            if complete:
+                self.endpointer.end_at_pause(paused.end_ms)
+        return text
 
     def _take_speculation(self, ended: SpeechEnded) -> asyncio.Task[str | None] | None:
         """The speculation for exactly this utterance's audio, if one was started."""
@@ -198,12 +251,14 @@ class SessionTranscriber:
         self._drop_speculation()
         return None
 
-    def _drop_speculation(self) -> None:
+    def _drop_speculation(self) -> bool:
         """The speaker went on: the speculative text is for audio that is no longer the utterance."""
-        if self._speculation is not None:
-            self._speculation[1].cancel()  # the decode finishes on its thread; its result is dropped
-            self._speculation = None
-            ASR_SPECULATIVE_FINALS.labels(outcome="discarded").inc()
+        if self._speculation is None:
+            return False
+        self._speculation[1].cancel()  # the decode finishes on its thread; its result is dropped
+        self._speculation = None
+        ASR_SPECULATIVE_FINALS.labels(outcome="discarded").inc()
+        return True
 
     async def _transcribe_in_order(self) -> None:
         while (item := await self._utterances.get()) is not None:

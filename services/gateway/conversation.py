@@ -8,7 +8,11 @@ Rules (docs/protocol.md, "Turns and interruptions"):
 - words are never silently lost: a transcript overtaken by a newer utterance, and a request whose reply
   the user did not hear at all because they went on talking, are merged into the next turn's request;
 - a reply that was partly heard goes into the history cut where playback stopped, marked interrupted;
-- the turn number only rises.
+- the turn number only rises;
+- a reply may start on a speculative transcript (the speaker paused; the end of the turn is not yet
+  confirmed): its output is held back until the final transcript confirms the text, then released at
+  once; if the speaker goes on, or the final differs, its work is cancelled and nothing of it reaches the
+  client or the history.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from services.gateway.playback import ReplyTrack
+from services.gateway.playback import ReplyTrack, Speculation
 from shared.history import HistoryEntry
+from shared.metrics import SPECULATIVE_REPLIES
 
 # Backchannels: said while listening, they hold no request and never cut a playing reply. Whisper spells
 # them freely ("Hmm", "Hmmm", "Mm-hmm", "Uh-huh"), so they are matched by shape.
@@ -37,15 +42,19 @@ class Effects(Protocol):
     """What the conversation needs from the outside world."""
 
     async def open_turn(self) -> int:
-        """Raise the session's turn (cancelling all older work everywhere); returns the new number."""
+        """Raise the session's work number (cancelling all older work everywhere); returns the new number."""
         ...
 
     async def send(self, event: dict[str, Any]) -> None:
         """Send a JSON event to the client."""
         ...
 
-    async def request_reply(self, turn_id: int, text: str, speech_ended_at: float) -> None:
-        """Ask the LLM to answer `text` for `turn_id`."""
+    async def request_reply(self, work_id: int, text: str, speech_ended_at: float) -> None:
+        """Ask the LLM to answer `text` under the work number `work_id`."""
+        ...
+
+    async def release(self, reply: ReplyTrack) -> None:
+        """Send the client the output held back while `reply` was speculative."""
         ...
 
     async def commit(self, entries: list[HistoryEntry]) -> None:
@@ -62,16 +71,22 @@ class Conversation:
         """Sample rate for the next reply's audio."""
         self.clock = clock
         self.turn = 0
+        """The client's turn: rises by one for each turn the client sees."""
+        self.work = 0
+        """The work number on the bus (the session's Redis turn counter); rises for each turn and each
+        discarded speculation, so a cancel reaches exactly the work that is void."""
         self.reply: ReplyTrack | None = None
         self._utterances: dict[int, int | None] = {}  # utterance → its turn; None while held back
         self._newest_utterance = -1
         self._held_text: list[str] = []  # transcripts overtaken by a newer utterance
+        self._finalized = -1  # newest utterance whose final transcript arrived
+        self._resumed: dict[int, int] = {}  # utterance → its last pause the speaker went on after
         self._lock = asyncio.Lock()
 
-    def current_reply(self, turn_id: int) -> ReplyTrack | None:
-        """The reply that output of `turn_id` belongs to, or None if that output is stale."""
+    def current_reply(self, work_id: int) -> ReplyTrack | None:
+        """The reply that output of `work_id` belongs to, or None if that output is stale."""
         reply = self.reply
-        if reply is None or reply.turn_id != turn_id or turn_id != self.turn:
+        if reply is None or reply.work_id != work_id or work_id != self.work:
             return None
         return reply
 
@@ -99,10 +114,50 @@ class Conversation:
             if turn is not None and utterance == self._newest_utterance and text.strip():
                 await self.effects.send({"type": "transcript.partial", "turn_id": turn, "text": text.strip()})
 
+    async def speculative(self, utterance: int, text: str, pause_ms: int, speech_ended_at: float) -> None:
+        """The text of an utterance whose speaker paused: start its reply now, held back until confirmed."""
+        async with self._lock:
+            text = text.strip()
+            if utterance <= self._finalized or pause_ms <= self._resumed.get(utterance, -1):
+                return  # already final, or the speaker went on after this pause
+            turn = self._utterances.get(utterance)
+            if turn is None or turn != self.turn or utterance != self._newest_utterance:
+                return  # not (or no longer) the open turn's utterance: maybe a cough over a reply
+            if not text or is_backchannel(text):
+                return
+            if self.reply is not None and self.reply.speculation is not None:
+                await self._discard_speculation()  # an earlier pause's, not voided in time
+            carried = await self._settle_previous()
+            request = " ".join([*carried, text])
+            self.reply = ReplyTrack(
+                self.turn, request, self.sample_rate, work_id=self.work,
+                speculation=Speculation(utterance, text, carried),
+            )  # fmt: skip
+            SPECULATIVE_REPLIES.labels(outcome="started").inc()
+            await self.effects.request_reply(self.work, request, speech_ended_at)
+
+    async def resumed(self, utterance: int, pause_ms: int) -> None:
+        """The speaker went on after a pause: a reply started on that pause's text is void."""
+        async with self._lock:
+            self._resumed[utterance] = max(pause_ms, self._resumed.get(utterance, -1))
+            if self._speculation_of(utterance) is not None:
+                await self._discard_speculation()
+
     async def transcript(self, utterance: int, text: str, speech_ended_at: float) -> None:
         """The ASR's final text for an utterance (empty when it held no words)."""
         async with self._lock:
             text = text.strip()
+            self._finalized = max(self._finalized, utterance)
+            self._resumed.pop(utterance, None)
+            reply, speculation = self.reply, self._speculation_of(utterance)
+            if reply is not None and speculation is not None:
+                if text == speculation.text and utterance == self._newest_utterance:
+                    await self._send_transcript(reply.turn_id, text)
+                    reply.speculation = None
+                    SPECULATIVE_REPLIES.labels(outcome="used").inc()
+                    await self.effects.release(reply)
+                    return
+                await self._discard_speculation()
             if utterance not in self._utterances and utterance > self._newest_utterance:
                 self._newest_utterance = utterance  # its start was never seen (lost, or before a failover)
                 self._utterances[utterance] = None
@@ -145,7 +200,10 @@ class Conversation:
     async def _open_turn(self, utterance: int | None, *, by_speech: bool) -> None:
         now = self.clock()
         audible = self.reply is not None and self.reply.audible(now)
-        self.turn = max(self.turn, await self.effects.open_turn())
+        if self.reply is not None and self.reply.speculation is not None:
+            self._void_speculation(self.reply.speculation)
+        self.work = max(self.work, await self.effects.open_turn())
+        self.turn += 1
         if utterance is not None:
             self._utterances[utterance] = self.turn
         reply = self.reply
@@ -166,7 +224,36 @@ class Conversation:
         )
         return unheard or bool(self._held_text)
 
+    def _speculation_of(self, utterance: int) -> Speculation | None:
+        """The unconfirmed speculation the current reply was started on, if it is for `utterance`."""
+        speculation = self.reply.speculation if self.reply is not None else None
+        return speculation if speculation is not None and speculation.utterance == utterance else None
+
+    def _void_speculation(self, speculation: Speculation) -> None:
+        """Forget a speculative reply: its carried words go back to be answered with the next request."""
+        self.reply = None
+        self._held_text = speculation.carried + self._held_text
+        SPECULATIVE_REPLIES.labels(outcome="discarded").inc()
+
+    async def _discard_speculation(self) -> None:
+        """Void the speculative reply and cancel its work (a new work number) without a new client turn."""
+        assert self.reply is not None and self.reply.speculation is not None
+        self._void_speculation(self.reply.speculation)
+        self.work = max(self.work, await self.effects.open_turn())
+
     async def _answer(self, text: str, speech_ended_at: float) -> None:
+        parts = await self._settle_previous()
+        if text:
+            parts.append(text)
+        if not parts:
+            return
+        request = " ".join(parts)
+        self.reply = ReplyTrack(self.turn, request, self.sample_rate, work_id=self.work)
+        await self.effects.request_reply(self.work, request, speech_ended_at)
+
+    async def _settle_previous(self) -> list[str]:
+        """Write the previous exchange to the history (cut to what was heard); returns the words that
+        still wait for an answer: a request never heard at all, transcripts held back."""
         parts: list[str] = []
         entries: list[HistoryEntry] = []
         previous = self.reply
@@ -192,15 +279,9 @@ class Conversation:
                 await self._send_truncation(previous)
         parts += self._held_text
         self._held_text = []
-        if text:
-            parts.append(text)
         if entries:
             await self.effects.commit(entries)
-        if not parts:
-            return
-        request = " ".join(parts)
-        self.reply = ReplyTrack(self.turn, request, self.sample_rate)
-        await self.effects.request_reply(self.turn, request, speech_ended_at)
+        return parts
 
     async def _send_truncation(self, reply: ReplyTrack) -> None:
         if reply.truncation_sent:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.gateway.playout import ReplyAssembler
 from shared.audio import SAMPLE_WIDTH
@@ -46,6 +47,17 @@ def heard_text(phrases: list[str], phrase_ms: list[float], done: int, played_ms:
     return " ".join(words), False
 
 
+@dataclass(frozen=True, slots=True)
+class Speculation:
+    """What a speculative reply was started on."""
+
+    utterance: int
+    text: str
+    carried: list[str]
+    """Earlier words merged into its request (held-back transcripts, an unheard request), to be answered
+    again if the speculation is discarded."""
+
+
 @dataclass
 class ReplyTrack:
     """The reply of one turn: what the gateway sent and what the client played of it.
@@ -55,8 +67,17 @@ class ReplyTrack:
     """
 
     turn_id: int
+    """The turn as the client knows it."""
     request_text: str
     sample_rate: int
+    work_id: int = -1
+    """The turn number its work runs under on the bus (-1: the same as `turn_id`). A discarded speculative
+    reply moves the work on to a new number while the client's turn stays."""
+    speculation: Speculation | None = None
+    """Set while the reply is made from a speculative transcript that the final has not confirmed: its
+    output is held back from the client."""
+    held: list[Any] = field(default_factory=list)
+    """Output that arrived while the reply was speculative, in order, for release on confirmation."""
     assembler: ReplyAssembler = field(init=False)
     phrases: dict[int, str] = field(default_factory=dict)
     first_sent_at: float | None = None
@@ -71,6 +92,8 @@ class ReplyTrack:
 
     def __post_init__(self) -> None:
         self.assembler = ReplyAssembler(self.turn_id)
+        if self.work_id < 0:
+            self.work_id = self.turn_id
 
     def sent(self, pcm_bytes: int, now: float) -> None:
         """Audio went out to the client at `now` (monotonic seconds)."""

@@ -40,10 +40,12 @@ from shared.schema import (
     ServiceError,
     SessionClosed,
     SessionOpened,
+    SpeechResumed,
     SpeechStarted,
     SpeechSustained,
     TranscriptFinal,
     TranscriptPartial,
+    TranscriptSpeculative,
 )
 from shared.turns import open_turn
 
@@ -116,15 +118,21 @@ class GatewaySession:
         async with self._send_lock:
             await self.ws.send_json(event)
 
-    async def request_reply(self, turn_id: int, text: str, speech_ended_at: float) -> None:
+    async def request_reply(self, work_id: int, text: str, speech_ended_at: float) -> None:
         """Queue the reply request for the LLM service."""
-        self._speech_ended_at = {turn_id: speech_ended_at}
+        self._speech_ended_at = {work_id: speech_ended_at}
         request = ReplyRequested(
-            session_id=self.session_id, turn_id=turn_id, seq=0, text=text,
+            session_id=self.session_id, turn_id=work_id, seq=0, text=text,
             output_sample_rate=self.conversation.sample_rate, speech_ended_at=speech_ended_at,
             instructions=self.instructions,
         )  # fmt: skip
         await self.bus.send(keys.LLM_REQUESTS, request)
+
+    async def release(self, reply: ReplyTrack) -> None:
+        """Deliver what a speculative reply produced while it was held back, in order."""
+        held, reply.held = reply.held, []
+        for message in held:
+            await self._deliver(reply, message)
 
     async def commit(self, entries: list[HistoryEntry]) -> None:
         """Append to the session's history in Redis."""
@@ -224,12 +232,27 @@ class GatewaySession:
         if isinstance(message, TranscriptPartial):
             await self.conversation.partial(message.utterance, message.text)
             return
+        if isinstance(message, TranscriptSpeculative):
+            await self.conversation.speculative(
+                message.utterance, message.text, message.pause_ms, message.speech_ended_at
+            )
+            return
+        if isinstance(message, SpeechResumed):
+            await self.conversation.resumed(message.utterance, message.pause_ms)
+            return
         if isinstance(message, TranscriptFinal):
             await self.conversation.transcript(message.utterance, message.text, message.speech_ended_at)
             return
         reply = self.conversation.current_reply(message.turn_id)
         if reply is None:
             return  # a stale turn's late output: in realtime, no answer beats an old one
+        if reply.speculation is not None:
+            reply.held.append(message)  # not confirmed yet: the client must not see it
+            return
+        await self._deliver(reply, message)
+
+    async def _deliver(self, reply: ReplyTrack, message: Message) -> None:
+        """Send one piece of the current reply's output to the client."""
         if isinstance(message, ReplyPhrase):
             reply.phrases[message.seq] = message.text
             await self.send(
@@ -243,13 +266,13 @@ class GatewaySession:
             reply.assembler.reply_done(message.phrase_count)
             await self._play(reply, [])
         elif isinstance(message, ServiceError):
-            await self.send(error_event(message.code, message.message, turn_id=message.turn_id))
+            await self.send(error_event(message.code, message.message, turn_id=reply.turn_id))
 
     async def _play(self, reply: ReplyTrack, pieces: list[bytes]) -> None:
         assembler = reply.assembler
         if pieces and not assembler.announced:
             assembler.announced = True
-            ended_at = self._speech_ended_at.get(reply.turn_id, 0.0)
+            ended_at = self._speech_ended_at.get(reply.work_id, 0.0)
             latency_s = max(0.0, time.time() - ended_at) if ended_at else None
             await self.send(
                 server_event(

@@ -7,7 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from services.gateway.conversation import Conversation
 from tests.deploy_support import GEMINI_ENV
+from tests.unit.conversation_support import RATE, Clock, FakeEffects
 
 
 @pytest.fixture
@@ -17,3 +19,18 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
         if name.startswith("VOXMESH_") or name in GEMINI_ENV | {"REDIS_URL"}:
             monkeypatch.delenv(name)
     yield monkeypatch
+
+
+@pytest.fixture
+def effects() -> FakeEffects:
+    return FakeEffects()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def convo(effects: FakeEffects, clock: Clock) -> Conversation:
+    return Conversation(effects, RATE, clock=clock)

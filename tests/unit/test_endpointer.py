@@ -15,6 +15,7 @@ from services.asr.endpointer import (
     EndpointerEvent,
     SpeechEnded,
     SpeechPaused,
+    SpeechResumed,
     SpeechStarted,
     SpeechSustained,
 )
@@ -60,13 +61,15 @@ def run(
     total_ms: int, *spans: Span, config: EndpointerConfig | None = None, sustained: bool = False
 ) -> list[EndpointerEvent]:
     events = Endpointer(ScriptedDetector(*spans), config).feed(stream(total_ms))
-    return [e for e in events if sustained or not isinstance(e, SpeechSustained | SpeechPaused)]
+    return [
+        e for e in events if sustained or not isinstance(e, SpeechSustained | SpeechPaused | SpeechResumed)
+    ]
 
 
 def test_speech_is_reported_sustained_once_it_lasts_the_barge_in_minimum() -> None:
     config = EndpointerConfig(barge_in_min_ms=300)
     events = run(3000, (500, 1500, 0.9), (2000, 2200, 0.9), config=config, sustained=True)
-    kinds = [type(e).__name__ for e in events if not isinstance(e, SpeechPaused)]
+    kinds = [type(e).__name__ for e in events if not isinstance(e, SpeechPaused | SpeechResumed)]
     assert kinds == ["SpeechStarted", "SpeechSustained", "SpeechEnded", "SpeechStarted", "SpeechEnded"]
     sustained = events[1]
     assert isinstance(sustained, SpeechSustained) and sustained.at_ms == 800
@@ -180,6 +183,56 @@ def test_a_pause_carries_exactly_the_audio_of_the_end_unless_speech_resumes() ->
     assert first.end_ms == 1200 and second.end_ms == ended[0].end_ms == 2000
     assert first.audio != ended[0].audio, "speech resumed after the first pause: it is not the final"
     assert second.audio == ended[0].audio and second.start_ms == ended[0].start_ms
+
+
+def test_speech_resuming_after_a_pause_is_reported_once_naming_the_pause() -> None:
+    config = EndpointerConfig(min_silence_ms=400, post_roll_ms=150)
+    events = run(4000, (500, 1200, 0.9), (1450, 2000, 0.9), config=config, sustained=True)
+    kinds = [type(e).__name__ for e in events if not isinstance(e, SpeechSustained)]
+    assert kinds == ["SpeechStarted", "SpeechPaused", "SpeechResumed", "SpeechPaused", "SpeechEnded"]
+    assert SpeechResumed(pause_ms=1200) in events
+
+
+def feed_until(endpointer: Endpointer, pcm: bytes, kind: type) -> tuple[list[EndpointerEvent], int]:
+    """Feed 20 ms at a time until an event of `kind` comes; returns all events and the bytes fed."""
+    events: list[EndpointerEvent] = []
+    step = 640
+    for offset in range(0, len(pcm), step):
+        events += endpointer.feed(pcm[offset : offset + step])
+        if any(isinstance(e, kind) for e in events):
+            return events, offset + step
+    raise AssertionError(f"no {kind.__name__}")
+
+
+def test_ending_at_a_pause_gives_the_paused_audio_at_once() -> None:
+    config = EndpointerConfig(min_silence_ms=1200, post_roll_ms=150)
+    pcm = stream(4000)
+    endpointer = Endpointer(ScriptedDetector((500, 1200, 0.9)), config)
+    events, fed = feed_until(endpointer, pcm, SpeechPaused)
+    paused = events[-1]
+    assert isinstance(paused, SpeechPaused)
+
+    endpointer.end_at_pause(paused.end_ms)
+    ended = endpointer.feed(pcm[fed : fed + 640])
+
+    assert ended == [SpeechEnded(audio=paused.audio, start_ms=500, end_ms=1200)]
+    assert not endpointer.in_speech
+
+
+def test_a_request_to_end_at_a_pause_the_speaker_left_is_ignored() -> None:
+    config = EndpointerConfig(min_silence_ms=1000, post_roll_ms=150)
+    pcm = stream(5000)
+    endpointer = Endpointer(ScriptedDetector((500, 1200, 0.9), (1600, 2000, 0.9)), config)
+    events, fed = feed_until(endpointer, pcm, SpeechPaused)
+    paused = events[-1]
+    assert isinstance(paused, SpeechPaused)
+    _, more = feed_until(endpointer, pcm[fed:], SpeechResumed)  # the verdict comes too late
+
+    endpointer.end_at_pause(paused.end_ms)
+    rest = endpointer.feed(pcm[fed + more :])
+
+    ended = [e for e in rest if isinstance(e, SpeechEnded)]
+    assert [(e.start_ms, e.end_ms) for e in ended] == [(500, 2000)], "one utterance, ended by the silence"
 
 
 def test_speech_ended_repr_leaves_out_the_audio() -> None:
