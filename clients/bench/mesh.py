@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from clients.bench.metrics import PORT_OFFSETS, Scrape, delta, parse_histograms, stage_deltas
+from clients.bench.metrics import PORT_OFFSETS, Scrape, count_deltas, delta, parse_histograms, stage_deltas
 from clients.bench.results import TurnResult
 from clients.talk import ConversationResult, TalkError, converse_pcm
 from shared.audio import ASR_SAMPLE_RATE, SAMPLE_WIDTH
@@ -64,6 +64,7 @@ class MeshBench:
             conversation = await self._converse(pcm, result)
             watcher.cancel()
         after = await self.scrape_all()
+        result.counts.update(count_deltas(before, after))
         if not watcher.cancelled() and (first_tts := watcher.result()) is not None:
             after["tts"] = first_tts
         stages, flags = stage_deltas(before, after)

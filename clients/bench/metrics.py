@@ -30,6 +30,47 @@ MESH_STAGES = (
 
 
 @dataclass(frozen=True)
+class MeshCount:
+    """A counter (one label set) read from one service: how often something happened during a turn."""
+
+    key: str
+    service: str
+    sample: str  # as `counter_key` spells it
+
+
+def counter_key(name: str, labels: dict[str, str]) -> str:
+    """A counter sample's key in a scrape: its name and labels as Prometheus writes them."""
+    inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{inner}}}" if inner else name
+
+
+MESH_COUNTS = (
+    MeshCount(
+        "speculations_started",
+        "gateway",
+        counter_key("voxmesh_speculative_replies_total", {"outcome": "started"}),
+    ),
+    MeshCount(
+        "speculations_used", "gateway", counter_key("voxmesh_speculative_replies_total", {"outcome": "used"})
+    ),
+    MeshCount(
+        "speculations_discarded",
+        "gateway",
+        counter_key("voxmesh_speculative_replies_total", {"outcome": "discarded"}),
+    ),
+    MeshCount(
+        "verdicts_complete", "asr", counter_key("voxmesh_asr_turn_verdicts_total", {"verdict": "complete"})
+    ),
+    MeshCount(
+        "verdicts_incomplete",
+        "asr",
+        counter_key("voxmesh_asr_turn_verdicts_total", {"verdict": "incomplete"}),
+    ),
+    MeshCount("partials", "asr", counter_key("voxmesh_asr_partials_total", {})),
+)
+
+
+@dataclass(frozen=True)
 class HistogramTotals:
     """A histogram's `_count` and `_sum`, added up over its label sets."""
 
@@ -41,9 +82,15 @@ Scrape = dict[str, HistogramTotals]  # histogram name -> totals
 
 
 def parse_histograms(text: str) -> Scrape:
-    """Every histogram in a /metrics text, by name."""
+    """Every histogram in a /metrics text, by name, and every counter sample by `counter_key` (its value
+    as the count)."""
     found: Scrape = {}
     for family in text_string_to_metric_families(text):
+        if family.type == "counter":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    found[counter_key(sample.name, sample.labels)] = HistogramTotals(sample.value, 0.0)
+            continue
         if family.type != "histogram":
             continue
         count = sum(s.value for s in family.samples if s.name == f"{family.name}_count")
@@ -93,4 +140,18 @@ def stage_deltas(before: dict[str, Scrape], after: dict[str, Scrape]) -> tuple[d
         stages[stage.key] = observed.seconds * 1000.0
         if not observed.exact:
             flags.append(f"{stage.key}: mean of {observed.count} observations")
+    if "asr_final" in stages and "endpoint" in stages:
+        stages["final_after_endpoint"] = stages["asr_final"] - stages["endpoint"]
     return stages, flags
+
+
+def count_deltas(before: dict[str, Scrape], after: dict[str, Scrape]) -> dict[str, int]:
+    """How much each counter of `MESH_COUNTS` rose between two scrapes (services that answered both)."""
+    counts: dict[str, int] = {}
+    for count in MESH_COUNTS:
+        old, new = before.get(count.service), after.get(count.service)
+        if old is None or new is None:
+            continue
+        zero = HistogramTotals(0.0, 0.0)
+        counts[count.key] = round(new.get(count.sample, zero).count - old.get(count.sample, zero).count)
+    return counts

@@ -108,6 +108,15 @@ def flag_counts(turns: Sequence[TurnResult]) -> list[str]:
     return [f"{flag} ({count} of {len(turns)} turns)" for flag, count in sorted(counts.items())]
 
 
+def count_totals(turns: Sequence[TurnResult]) -> dict[str, int]:
+    """Each counter summed over the turns, in first-seen order."""
+    totals: dict[str, int] = {}
+    for turn in turns:
+        for key, value in turn.counts.items():
+            totals[key] = totals.get(key, 0) + value
+    return totals
+
+
 def summary(run: Run) -> str:
     """The markdown report: context, the table, outcomes, ratios, failures and flags."""
     outcomes = [_outcome("mesh", run.mesh, run.runs)]
@@ -126,6 +135,12 @@ def summary(run: Run) -> str:
         lines.append(
             f"Mesh / in-process with Whisper during the silence: p50 {format_ratio(overlapped.p50)}, "
             f"p95 {format_ratio(overlapped.p95)}."
+        )
+    if totals := count_totals(run.mesh):
+        lines.append(
+            "Counted over the mesh turns: "
+            + ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in totals.items())
+            + "."
         )
     failed = failures(run)
     lines.append("Failures: " + ("none." if not failed else "; ".join(failed) + "."))
@@ -163,6 +178,7 @@ def to_json(run: Run) -> str:
         "summary": stages,
         "ratio_first_audio": asdict(run.ratios()),
         "ratio_first_audio_overlapped": asdict(run.overlapped_ratios()),
+        "counts": count_totals(run.mesh),
         "failures": failures(run),
         "turns": [turn.to_json() for turn in (*run.mesh, *run.local)],
     }

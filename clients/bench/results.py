@@ -22,6 +22,7 @@ STAGES = (
     Stage("endpoint", "end of speech → end of turn detected", "`voxmesh_asr_endpoint_seconds` / silence fed"),
     Stage("whisper", "Whisper on the utterance", "– / `FasterWhisperRecognizer.transcribe`"),
     Stage("asr_final", "end of speech → final transcript", "`voxmesh_asr_final_latency_seconds` / sum"),
+    Stage("final_after_endpoint", "end of turn detected → final transcript", "difference of the two above"),
     Stage("llm_first_token", "request → first LLM token", "`voxmesh_llm_first_token_seconds`"),
     Stage("llm_first_phrase", "request → first phrase", "`voxmesh_llm_first_phrase_seconds`"),
     Stage("tts_first_byte", "phrase → first TTS byte", "`voxmesh_tts_first_byte_seconds`"),
@@ -45,6 +46,7 @@ class TurnResult:
     mode: Mode
     stages_ms: dict[str, float] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)  # values that are not this turn's alone, and why
+    counts: dict[str, int] = field(default_factory=dict)  # counters that rose during the turn (mesh)
     transcript: str = ""
     reply_text: str = ""
     error: str | None = None

@@ -9,7 +9,7 @@ import pytest
 
 from clients.bench.endcut import cut_at_speech_end, speech_end
 from clients.bench.load import busy_cores
-from clients.bench.metrics import delta, parse_histograms, stage_deltas
+from clients.bench.metrics import count_deltas, delta, parse_histograms, stage_deltas
 from clients.bench.report import Run, format_ms, summary, table
 from clients.bench.results import TurnResult
 from clients.bench.stats import Summary, ratio, ratios, summarize, summarize_stage
@@ -134,6 +134,39 @@ def test_stage_deltas_flag_means_missing_stages_and_silent_services() -> None:
 
 
 # ---- statistics and the table
+
+
+_COUNTERS_BEFORE = """# TYPE voxmesh_speculative_replies_total counter
+voxmesh_speculative_replies_total{outcome="started"} 3.0
+voxmesh_speculative_replies_total{outcome="used"} 2.0
+"""
+_COUNTERS_AFTER = """# TYPE voxmesh_speculative_replies_total counter
+voxmesh_speculative_replies_total{outcome="started"} 5.0
+voxmesh_speculative_replies_total{outcome="used"} 3.0
+voxmesh_speculative_replies_total{outcome="discarded"} 1.0
+"""
+
+
+def test_counters_that_rose_during_a_turn_are_counted_by_label() -> None:
+    before = {"gateway": parse_histograms(_COUNTERS_BEFORE)}
+    after = {"gateway": parse_histograms(_COUNTERS_AFTER)}
+    counts = count_deltas(before, after)
+    assert counts["speculations_started"] == 2
+    assert counts["speculations_used"] == 1
+    assert counts["speculations_discarded"] == 1, "a label set first seen after the turn counts from 0"
+    assert "verdicts_complete" not in counts, "no ASR scrape: not counted"
+
+
+def test_the_final_after_the_end_of_turn_is_derived_from_the_two_asr_stages() -> None:
+    text = """# TYPE voxmesh_asr_endpoint_seconds histogram
+voxmesh_asr_endpoint_seconds_count 1.0
+voxmesh_asr_endpoint_seconds_sum 0.25
+# TYPE voxmesh_asr_final_latency_seconds histogram
+voxmesh_asr_final_latency_seconds_count 1.0
+voxmesh_asr_final_latency_seconds_sum 0.31
+"""
+    stages, _ = stage_deltas({"asr": {}}, {"asr": parse_histograms(text)})
+    assert stages["final_after_endpoint"] == pytest.approx(60.0)
 
 
 def test_percentiles_and_ratios() -> None:
