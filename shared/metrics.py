@@ -56,6 +56,11 @@ SPECULATIVE_REPLIES = Counter(
     ["outcome"],
 )
 ASR_PARTIALS = Counter("voxmesh_asr_partials_total", "Partial transcripts sent while users were speaking.")
+ASR_PARTIALS_PER_UTTERANCE = Histogram(
+    "voxmesh_asr_partials_per_utterance",
+    "Partial transcripts sent for one utterance before its end.",
+    buckets=(0, 1, 2, 3, 5, 8, 13, 21),
+)
 ASR_SESSIONS = Gauge("voxmesh_asr_sessions_owned", "Sessions whose audio this ASR replica owns.")
 LLM_FIRST_TOKEN_SECONDS = Histogram(
     "voxmesh_llm_first_token_seconds",

@@ -44,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     latency.add_argument(
         "--busy-cores", type=int, default=0, metavar="K", help="keep K cores busy with spin loops meanwhile"
     )
+    latency.add_argument(
+        "--pauses",
+        action="store_true",
+        help="also speak 24 questions with a 600 ms mid-sentence pause: how many stay one turn",
+    )
     latency.add_argument("--json", type=Path, metavar="OUT.json", help="write every per-turn value")
     latency.add_argument("--plot", type=Path, metavar="OUT.png", help="plot the stages (matplotlib)")
     latency.add_argument("--doc", type=Path, metavar="FILE.md", help="append the results as a section")

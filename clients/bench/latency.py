@@ -17,6 +17,7 @@ import httpx
 
 from clients.bench.load import busy_cores
 from clients.bench.mesh import MeshBench
+from clients.bench.pauses import ask_paused, synthesize_paused
 from clients.bench.questions import Question, load_folder, synthesize
 from clients.bench.report import Run, doc_section, load_average, summary, to_json
 from clients.bench.results import TurnResult
@@ -39,8 +40,21 @@ def _describe(turn: TurnResult) -> str:
     return f"{turn.mode} {turn.stages_ms['first_audio']:6.0f} ms (heard {turn.transcript!r})"
 
 
+_SPIN_UP_S = 0.5  # busy loops run this long before a loaded turn starts
+
+
+async def _pauses(run: Run, paused: list[Question], timeout_s: float) -> None:
+    """Speak each question of the pause set through the mesh, one at a time."""
+    for index, question in enumerate(paused):
+        result = await ask_paused(question, run.url, timeout_s)
+        run.pauses.append(result)
+        outcome = result.error or f"{result.turns} turn(s), {result.first_audio_ms:.0f} ms"
+        print(f"pause {index + 1:>2}/{len(paused)}: {outcome} (heard {result.transcript!r})", flush=True)
+
+
 async def _bench(run: Run, questions: list[Question], in_process: bool, timeout_s: float) -> None:
-    """Ask each turn through the mesh, then the same question in process, so load drift hits both."""
+    """Ask each turn through the mesh, then the same question in process, then (with busy cores) through
+    the mesh again with the cores kept busy: drift in the machine's load hits every mode alike."""
     local = None
     if in_process:
         from clients.bench.inprocess import InProcessBench
@@ -57,6 +71,15 @@ async def _bench(run: Run, questions: list[Question], in_process: bool, timeout_
                 if local is not None:
                     run.local.append(await local.ask(index, question.name, question.pcm))
                     line += f"; {_describe(run.local[-1])}"
+                if run.busy_cores:
+                    # Not the question just asked: the LLM's prompt cache would skip its evaluation.
+                    other = questions[(index + 2) % len(questions)] if len(questions) > 2 else question
+                    with busy_cores(run.busy_cores):
+                        await asyncio.sleep(_SPIN_UP_S)
+                        loaded = await mesh.ask(index, other.name, other.pcm)
+                    loaded.mode = "mesh-busy"
+                    run.busy.append(loaded)
+                    line += f"; {_describe(loaded)}"
                 print(line, flush=True)
     finally:
         if local is not None:
@@ -77,7 +100,9 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 
 def _title(run: Run) -> str:
-    load = "idle" if run.busy_cores == 0 else f"{run.busy_cores} busy core{'s' * (run.busy_cores > 1)}"
+    load = (
+        "idle" if run.busy_cores == 0 else f"idle and {run.busy_cores} busy core{'s' * (run.busy_cores > 1)}"
+    )
     return f"{run.date}: {run.runs} turns, {load}"
 
 
@@ -109,12 +134,13 @@ def run_latency(args: argparse.Namespace) -> int:
         with _sigterm_interrupts():
             wav_dir: Path | None = args.wav_dir
             questions = load_folder(wav_dir) if wav_dir is not None else synthesize()
-            with busy_cores(args.busy_cores):
-                stack = voxmesh_up(args.start) if args.start is not None else nullcontext(args.url)
-                with stack as url:
-                    run = Run(_command(), url, args.runs, args.busy_cores, [q.name for q in questions])
-                    asyncio.run(_bench(run, questions, args.in_process, args.timeout))
-                    run.load_average = load_average()
+            stack = voxmesh_up(args.start) if args.start is not None else nullcontext(args.url)
+            with stack as url:
+                run = Run(_command(), url, args.runs, args.busy_cores, [q.name for q in questions])
+                asyncio.run(_bench(run, questions, args.in_process, args.timeout))
+                if args.pauses:
+                    asyncio.run(_pauses(run, synthesize_paused(), args.timeout))
+                run.load_average = load_average()
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"voxmesh bench latency: error: {exc}", file=sys.stderr)
         return 1
@@ -124,4 +150,4 @@ def run_latency(args: argparse.Namespace) -> int:
     print(summary(run))
     print()
     _write_outputs(run, args)
-    return 0 if all(turn.ok for turn in (*run.mesh, *run.local)) else 1
+    return 0 if all(turn.ok for turn in (*run.mesh, *run.local, *run.busy)) else 1

@@ -61,8 +61,9 @@ def _boxes(axis: Axes, run: Run) -> None:
     series = [
         ("mesh\n(client)", stage_values(run.mesh, "first_audio")),
         ("mesh\n(gateway)", stage_values(run.mesh, "gateway_first_audio")),
+        ("mesh,\nbusy cores", stage_values(run.busy, "first_audio")),
         ("in-process", stage_values(run.local, "first_audio")),
-        ("in-process,\nWhisper in\nthe silence", stage_values(run.local, "first_audio_overlapped")),
+        ("in-process,\nsized\nwindow", stage_values(run.local, "first_audio_short_window")),
     ]
     series = [(name, values) for name, values in series if values]
     axis.boxplot([values for _, values in series], whis=(5, 95), widths=0.5, showfliers=False)

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from clients.bench.pauses import PauseResult
 from clients.bench.results import STAGES, TurnResult
-from clients.bench.stats import Ratios, Summary, ratios, summarize_stage
+from clients.bench.stats import Ratios, Summary, ratios, summarize, summarize_stage
 
 
 def machine() -> str:
@@ -42,6 +43,8 @@ class Run:
     questions: list[str]
     mesh: list[TurnResult] = field(default_factory=list)
     local: list[TurnResult] = field(default_factory=list)
+    busy: list[TurnResult] = field(default_factory=list)  # the mesh turns asked again with busy cores
+    pauses: list[PauseResult] = field(default_factory=list)  # the pause set, if asked
     date: str = field(default_factory=lambda: datetime.date.today().isoformat())
     machine: str = field(default_factory=machine)
     load_average: str = ""  # taken at the end
@@ -50,9 +53,13 @@ class Run:
         """Mesh over in-process, end of speech → first audio."""
         return ratios(summarize_stage(self.mesh, "first_audio"), summarize_stage(self.local, "first_audio"))
 
-    def overlapped_ratios(self) -> Ratios:
-        """Mesh over in-process with Whisper during the silence, as the mesh's speculative final does."""
-        local = summarize_stage(self.local, "first_audio_overlapped")
+    def busy_ratios(self) -> Ratios:
+        """Mesh with busy cores over the same run's idle mesh, end of speech → first audio."""
+        return ratios(summarize_stage(self.busy, "first_audio"), summarize_stage(self.mesh, "first_audio"))
+
+    def short_window_ratios(self) -> Ratios:
+        """Mesh over the in-process chain with the same (sized-window) Whisper as the mesh."""
+        local = summarize_stage(self.local, "first_audio_short_window")
         return ratios(summarize_stage(self.mesh, "first_audio"), local)
 
 
@@ -85,6 +92,29 @@ def table(mesh: Sequence[TurnResult], local: Sequence[TurnResult], run_ratios: R
     return "\n".join(lines)
 
 
+def busy_table(run: Run) -> str:
+    """Markdown: each mesh stage idle and with busy cores, p50/p95, and the first-audio ratio."""
+    lines = [
+        f"| stage | idle p50 | p95 | {run.busy_cores} busy p50 | p95 | busy / idle p50 | p95 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for stage in STAGES:
+        idle, busy = summarize_stage(run.mesh, stage.key), summarize_stage(run.busy, stage.key)
+        if idle is None or busy is None:
+            continue
+        cells = [
+            format_ms(idle, "p50"),
+            format_ms(idle, "p95"),
+            format_ms(busy, "p50"),
+            format_ms(busy, "p95"),
+        ]
+        ratio = ratios(busy, idle)
+        lines.append(
+            f"| {stage.label} | {' | '.join(cells)} | {format_ratio(ratio.p50)} | {format_ratio(ratio.p95)} |"
+        )
+    return "\n".join(lines)
+
+
 def _outcome(name: str, turns: Sequence[TurnResult], runs: int) -> str:
     ok = sum(turn.ok for turn in turns)
     return f"{name} {ok}/{runs} ok"
@@ -94,7 +124,7 @@ def failures(run: Run) -> list[str]:
     """One line per failed turn."""
     return [
         f"{turn.mode} turn {turn.index + 1} ({turn.question!r}): {turn.error}"
-        for turn in (*run.mesh, *run.local)
+        for turn in (*run.mesh, *run.local, *run.busy)
         if not turn.ok
     ]
 
@@ -106,6 +136,20 @@ def flag_counts(turns: Sequence[TurnResult]) -> list[str]:
         for flag in turn.flags:
             counts[flag] = counts.get(flag, 0) + 1
     return [f"{flag} ({count} of {len(turns)} turns)" for flag, count in sorted(counts.items())]
+
+
+def pause_summary(pauses: Sequence[PauseResult]) -> str:
+    """The pause set in one paragraph: the share kept as one turn, its latency, what went wrong."""
+    kept = [result for result in pauses if result.one_turn]
+    latency = summarize(r.first_audio_ms for r in kept if r.first_audio_ms is not None)
+    split = [f"{r.question!r} ({r.error or f'{r.turns} turns'})" for r in pauses if not r.one_turn]
+    text = (
+        f"Pause set (a 600 ms pause in mid-sentence, halves spoken apart): {len(kept)}/{len(pauses)} "
+        f"({100 * len(kept) / len(pauses):.0f} %) kept as one turn"
+    )
+    if latency is not None:
+        text += f"; their first audio p50 {latency.p50:.0f} ms, p95 {latency.p95:.0f} ms"
+    return text + ("." if not split else "; not kept: " + "; ".join(split) + ".")
 
 
 def count_totals(turns: Sequence[TurnResult]) -> dict[str, int]:
@@ -122,7 +166,9 @@ def summary(run: Run) -> str:
     outcomes = [_outcome("mesh", run.mesh, run.runs)]
     if run.local:
         outcomes.append(_outcome("in-process", run.local, run.runs))
-    overlapped = run.overlapped_ratios()
+    if run.busy:
+        outcomes.append(_outcome(f"mesh with {run.busy_cores} busy", run.busy, run.runs))
+    same = run.short_window_ratios()
     lines = [
         f"Machine: {run.machine}; {run.date}; load average (1, 5, 15 min) at the end: {run.load_average}; "
         f"busy cores: {run.busy_cores}.",
@@ -131,10 +177,19 @@ def summary(run: Run) -> str:
         "",
         f"Runs: {run.runs} turns over {len(run.questions)} questions ({'; '.join(outcomes)}).",
     ]
-    if overlapped.p50 is not None:
+    if run.busy:
+        lines[3:3] = [
+            "",
+            f"The same questions through the mesh with {run.busy_cores} core(s) kept busy by a shell loop "
+            "(started before, stopped after each turn; each asked two turns later than its idle turn, so no "
+            "turn repeats the question just asked and the LLM's prompt cache cannot skip its prompt):",
+            "",
+            busy_table(run),
+        ]
+    if same.p50 is not None:
         lines.append(
-            f"Mesh / in-process with Whisper during the silence: p50 {format_ratio(overlapped.p50)}, "
-            f"p95 {format_ratio(overlapped.p95)}."
+            f"Mesh / in-process chain with the same sized-window Whisper: p50 {format_ratio(same.p50)}, "
+            f"p95 {format_ratio(same.p95)}."
         )
     if totals := count_totals(run.mesh):
         lines.append(
@@ -142,6 +197,8 @@ def summary(run: Run) -> str:
             + ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in totals.items())
             + "."
         )
+    if run.pauses:
+        lines.append(pause_summary(run.pauses))
     failed = failures(run)
     lines.append("Failures: " + ("none." if not failed else "; ".join(failed) + "."))
     if flags := flag_counts(run.mesh):
@@ -177,9 +234,11 @@ def to_json(run: Run) -> str:
         "questions": run.questions,
         "summary": stages,
         "ratio_first_audio": asdict(run.ratios()),
-        "ratio_first_audio_overlapped": asdict(run.overlapped_ratios()),
+        "ratio_first_audio_short_window": asdict(run.short_window_ratios()),
+        "ratio_first_audio_busy_over_idle": asdict(run.busy_ratios()),
         "counts": count_totals(run.mesh),
+        "pauses": [asdict(result) for result in run.pauses],
         "failures": failures(run),
-        "turns": [turn.to_json() for turn in (*run.mesh, *run.local)],
+        "turns": [turn.to_json() for turn in (*run.mesh, *run.local, *run.busy)],
     }
     return json.dumps(data, indent=2, ensure_ascii=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-Mode = Literal["mesh", "in-process"]
+Mode = Literal["mesh", "in-process", "mesh-busy"]
 
 
 @dataclass(frozen=True)
@@ -20,18 +20,29 @@ class Stage:
 # In table order. A mode leaves out the stages it cannot measure.
 STAGES = (
     Stage("endpoint", "end of speech → end of turn detected", "`voxmesh_asr_endpoint_seconds` / silence fed"),
-    Stage("whisper", "Whisper on the utterance", "– / `FasterWhisperRecognizer.transcribe`"),
-    Stage("asr_final", "end of speech → final transcript", "`voxmesh_asr_final_latency_seconds` / sum"),
+    Stage(
+        "whisper_stock",
+        "Whisper on the utterance, stock 30 s window",
+        "– / `FasterWhisperRecognizer.transcribe`",
+    ),
+    Stage("whisper", "Whisper on the utterance, window sized to it", "– / the same, `short_window`"),
+    Stage(
+        "asr_final",
+        "end of speech → final transcript",
+        "`voxmesh_asr_final_latency_seconds` / silence + stock",
+    ),
     Stage("final_after_endpoint", "end of turn detected → final transcript", "difference of the two above"),
     Stage("llm_first_token", "request → first LLM token", "`voxmesh_llm_first_token_seconds`"),
     Stage("llm_first_phrase", "request → first phrase", "`voxmesh_llm_first_phrase_seconds`"),
     Stage("tts_first_byte", "phrase → first TTS byte", "`voxmesh_tts_first_byte_seconds`"),
     Stage("gateway_first_audio", "end of speech → first audio sent", "`voxmesh_turn_first_audio_seconds`"),
-    Stage("first_audio", "**end of speech → first audio at the client**", "talk client / sum of stages"),
     Stage(
-        "first_audio_overlapped",
-        "… with Whisper during the silence",
-        "– / as the ASR's speculative final",
+        "first_audio",
+        "**end of speech → first audio at the client**",
+        "talk client / silence + stock Whisper + first phrase + first TTS byte",
+    ),
+    Stage(
+        "first_audio_short_window", "… in-process with the sized window", "– / the same with the sized window"
     ),
 )
 STAGE_KEYS = tuple(stage.key for stage in STAGES)

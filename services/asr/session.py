@@ -24,6 +24,7 @@ from shared.metrics import (
     ASR_ENDPOINT_SECONDS,
     ASR_FINAL_SECONDS,
     ASR_PARTIALS,
+    ASR_PARTIALS_PER_UTTERANCE,
     ASR_SPECULATIVE_FINALS,
     ASR_TURN_VERDICTS,
 )
@@ -93,6 +94,7 @@ class SessionTranscriber:
         self._partial_task: asyncio.Task[None] | None = None
         self._partial_at_ms = 0  # utterance length when the last partial decode started
         self._agreement = LocalAgreement()
+        self._partials_sent = 0  # for the utterance in progress
         self._utterance = 0  # id of the utterance in progress: the seq of the frame that confirmed it
         self._pending_utterances = 0
         self._last_checkpoint = 0.0
@@ -157,6 +159,7 @@ class SessionTranscriber:
             # The endpointer is fed in real time, so the audio at its position is "now".
             ended_at = time.time() - (self.endpointer.position_ms - event.end_ms) / 1000
             ASR_ENDPOINT_SECONDS.observe(time.time() - ended_at)
+            ASR_PARTIALS_PER_UTTERANCE.observe(self._partials_sent)
             self._pending_utterances += 1
             await self._utterances.put(
                 _Utterance(self._utterance, event, ended_at, self._take_speculation(event))
@@ -169,6 +172,7 @@ class SessionTranscriber:
         else:
             self._utterance = frame_seq
             self._agreement.reset()
+            self._partials_sent = 0
             self._partial_at_ms = 0
             await self._emit(SpeechStarted(**ids, at_ms=event.at_ms, utterance=frame_seq))
 
@@ -197,6 +201,7 @@ class SessionTranscriber:
             return  # that utterance is over: its final is on its way
         if (committed := self._agreement.update(text)) is not None:
             ASR_PARTIALS.inc()
+            self._partials_sent += 1
             turn = await self._current_turn()
             await self._emit(
                 TranscriptPartial(

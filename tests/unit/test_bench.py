@@ -244,3 +244,19 @@ def test_busy_cores_stop_when_the_block_fails() -> None:
         pids.extend(started)
         raise KeyboardInterrupt
     assert pids and not any(_alive(pid) for pid in pids)
+
+
+def test_the_pause_summary_counts_one_turn_answers_and_names_the_rest() -> None:
+    from clients.bench.pauses import PauseResult
+    from clients.bench.report import pause_summary
+
+    pauses = [
+        PauseResult("a … b", turns=1, first_audio_ms=700.0),
+        PauseResult("c … d", turns=2, first_audio_ms=650.0),
+        PauseResult("e … f", error="no reply within 60 s"),
+        PauseResult("g … h", turns=1, first_audio_ms=900.0),
+    ]
+    text = pause_summary(pauses)
+    assert "2/4 (50 %) kept as one turn" in text
+    assert "p50 800 ms" in text
+    assert "'c … d' (2 turns)" in text and "'e … f' (no reply within 60 s)" in text
