@@ -7,8 +7,9 @@ import logging
 
 from services.asr.endpointer import Endpointer, EndpointerConfig, SileroDetector
 from services.asr.engine import FasterWhisperRecognizer, Recognizer
-from services.asr.session import SessionTranscriber
+from services.asr.session import SessionTranscriber, TurnJudge
 from services.asr.settings import AsrSettings
+from services.asr.turn_policy import TurnPolicy, TurnVerdict
 from shared import keys
 from shared.bus import Bus, WorkQueue
 from shared.cpu import inference_threads
@@ -29,9 +30,11 @@ class AsrService:
         self.settings = settings
         self.bus = bus
         self.recognizer = recognizer
+        silence_ms = settings.incomplete_silence_ms if settings.turn_policy else settings.min_silence_ms
         self.endpointer_config = EndpointerConfig(
-            min_silence_ms=settings.min_silence_ms, barge_in_min_ms=settings.barge_in_min_ms
+            min_silence_ms=silence_ms, barge_in_min_ms=settings.barge_in_min_ms
         )
+        self.policy: TurnPolicy | None = None
 
     async def load(self) -> None:
         """Load the recognizer (off the event loop) unless one was given."""
@@ -40,7 +43,23 @@ class AsrService:
                 FasterWhisperRecognizer.load,
                 self.settings.model_path,
                 inference_threads(self.settings.cpu_threads, self.settings.cpu_share),
+                short_window=self.settings.short_window,
             )
+        if self.settings.turn_policy and self.policy is None:
+            # Words decide (rules and the bundled SmolLM2 as a text scorer); Smart Turn's audio model
+            # judged piper speech no better and costs ~50 ms a pause (docs/benchmarks.md).
+            self.policy = await asyncio.to_thread(TurnPolicy.load, None)
+
+    def judge(self) -> TurnJudge | None:
+        """The session's end-of-turn judge, None when the turn policy is off."""
+        policy = self.policy
+        if policy is None:
+            return None
+
+        async def complete(text: str, pcm: bytes) -> bool:
+            return await policy.judge(text, pcm) is TurnVerdict.COMPLETE
+
+        return complete
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve sessions until stopped."""
@@ -56,6 +75,8 @@ class AsrService:
             await worker.run(stop)
         finally:
             await queue.close()
+            if self.policy is not None:
+                await asyncio.to_thread(self.policy.close)
 
     async def own_session(self, message: Message) -> None:
         """Transcribe one session until it closes."""
@@ -73,6 +94,7 @@ class AsrService:
                 endpointer,
                 speculate=self.settings.speculative_final,
                 partial_interval_ms=self.settings.partial_interval_ms,
+                judge=self.judge(),
             ).run()
         finally:
             ASR_SESSIONS.dec()
