@@ -30,10 +30,11 @@ COMPRESSION_RATIO_THRESHOLD = 2.4
 FULL_WINDOW_FRAMES = 3000
 """Whisper's 30 s encoder window (10 ms mel frames); faster-whisper pads every utterance to it."""
 MIN_WINDOW_FRAMES = 1500
-"""The shortest encoder window (15 s). Measured with benchmarks/asr_window.py (tiny.en, 1008 piper
-utterances): word error rate 3.35 % stock; 15 s and 20 s windows 3.5 %; a 10 s window 3.6 %, worse than
-stock on clearly more utterances than better, and it loops (repeats the sentence) now and then; 5 s and
-7.5 s loop often. Encoder, 1 thread: 10 s 40 ms, 15 s 77 ms, 20 s 113 ms, 30 s 319 ms."""
+"""The shortest encoder window (15 s), chosen with benchmarks/asr_window.py (tiny.en, piper speech, 1008
+utterances in 4 renderings): word error rate stock 3.35 %, 15 s and 20 s windows 3.5 %, 10 s 3.6 % with
+~2 % of decodes looping (repeating the sentence), 5 s and 7.5 s looping often. On clean speech 15 s is
+as good as stock; with white noise at 20 dB SNR every window tried (10-20 s) loses some words (4.4 % ->
+~5 %). Encoder on 1 thread: 10 s 40 ms, 15 s 77 ms, 20 s 113 ms, 30 s 319 ms."""
 WINDOW_MARGIN_FRAMES = 100
 """Silence after the speech in a window sized to the utterance (0 to 4 s measured alike on long ones)."""
 WINDOW_STEP_FRAMES = 100
