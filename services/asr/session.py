@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from services.asr.endpointer import (
     Endpointer,
@@ -144,20 +145,10 @@ class SessionTranscriber:
             return
         if isinstance(event, SpeechResumed):
             if self._drop_speculation():
-                turn = await self._current_turn()
-                await self._emit(
-                    SpeechResumedMessage(
-                        session_id=self.session_id,
-                        turn_id=turn,
-                        seq=self._seq,
-                        utterance=self._utterance,
-                        pause_ms=event.pause_ms,
-                    )  # fmt: skip
-                )
+                await self._publish(SpeechResumedMessage, utterance=self._utterance, pause_ms=event.pause_ms)
             return
         if isinstance(event, SpeechEnded):
-            # The endpointer is fed in real time, so the audio at its position is "now".
-            ended_at = time.time() - (self.endpointer.position_ms - event.end_ms) / 1000
+            ended_at = self._wall_time(event.end_ms)
             ASR_ENDPOINT_SECONDS.observe(time.time() - ended_at)
             ASR_PARTIALS_PER_UTTERANCE.observe(self._partials_sent)
             self._pending_utterances += 1
@@ -165,16 +156,14 @@ class SessionTranscriber:
                 _Utterance(self._utterance, event, ended_at, self._take_speculation(event))
             )
             return
-        turn = await self._current_turn()
-        ids = {"session_id": self.session_id, "turn_id": turn, "seq": self._seq}
         if isinstance(event, SpeechSustained):
-            await self._emit(SpeechSustainedMessage(**ids, utterance=self._utterance))
+            await self._publish(SpeechSustainedMessage, utterance=self._utterance)
         else:
             self._utterance = frame_seq
             self._agreement.reset()
             self._partials_sent = 0
             self._partial_at_ms = 0
-            await self._emit(SpeechStarted(**ids, at_ms=event.at_ms, utterance=frame_seq))
+            await self._publish(SpeechStarted, at_ms=event.at_ms, utterance=frame_seq)
 
     def _maybe_partial(self) -> None:
         """Start a partial decode when the utterance grew by the interval and the speaker is speaking."""
@@ -202,16 +191,7 @@ class SessionTranscriber:
         if (committed := self._agreement.update(text)) is not None:
             ASR_PARTIALS.inc()
             self._partials_sent += 1
-            turn = await self._current_turn()
-            await self._emit(
-                TranscriptPartial(
-                    session_id=self.session_id,
-                    turn_id=turn,
-                    seq=self._seq,
-                    text=committed,
-                    utterance=utterance,
-                )  # fmt: skip
-            )
+            await self._publish(TranscriptPartial, text=committed, utterance=utterance)
 
     async def _speculate(self, utterance: int, paused: SpeechPaused) -> str | None:
         """Transcribe a paused utterance, offer the text to the gateway (which may start the reply on it)
@@ -221,20 +201,11 @@ class SessionTranscriber:
         except Exception:
             log.warning("speculative transcription failed", extra={"session_id": self.session_id})
             return None
-        ended_at = time.time() - (self.endpointer.position_ms - paused.end_ms) / 1000
         if text:
-            turn = await self._current_turn()
-            await self._emit(
-                TranscriptSpeculative(
-                    session_id=self.session_id,
-                    turn_id=turn,
-                    seq=self._seq,
-                    text=text,
-                    utterance=utterance,
-                    speech_ended_at=ended_at,
-                    pause_ms=paused.end_ms,
-                )  # fmt: skip
-            )
+            await self._publish(
+                TranscriptSpeculative, text=text, utterance=utterance,
+                speech_ended_at=self._wall_time(paused.end_ms), pause_ms=paused.end_ms,
+            )  # fmt: skip
         if self._judge is not None:
             try:
                 complete = await self._judge(text, paused.audio)
@@ -276,17 +247,7 @@ class SessionTranscriber:
                 self._pending_utterances -= 1
             # Sent even when empty: the gateway learns that this utterance held no words (noise), and
             # can answer words it held back for it.
-            turn = await self._current_turn()
-            await self._emit(
-                TranscriptFinal(
-                    session_id=self.session_id,
-                    turn_id=turn,
-                    seq=self._seq,
-                    text=text,
-                    utterance=utterance_id,
-                    speech_ended_at=ended_at,
-                )  # fmt: skip
-            )
+            await self._publish(TranscriptFinal, text=text, utterance=utterance_id, speech_ended_at=ended_at)
             ASR_FINAL_SECONDS.observe(time.time() - ended_at)
             await self._maybe_checkpoint(throttle=False)
             log.debug("utterance transcribed", extra={"session_id": self.session_id, "chars": len(text)})
@@ -303,6 +264,16 @@ class SessionTranscriber:
         self._last_checkpoint = now
         self._checkpointed = self._last_read
         await self.bus.redis.set(keys.asr_checkpoint(self.session_id), self._last_read, ex=3600)
+
+    def _wall_time(self, stream_ms: int) -> float:
+        """Wall-clock time of a position in the session's audio: it is fed in real time, so the audio at
+        the endpointer's position is "now"."""
+        return time.time() - (self.endpointer.position_ms - stream_ms) / 1000
+
+    async def _publish(self, kind: Callable[..., Message], **fields: Any) -> None:
+        """Send a message of `kind` for this session, tagged with its current turn and the next seq."""
+        turn = await self._current_turn()
+        await self._emit(kind(session_id=self.session_id, turn_id=turn, seq=self._seq, **fields))
 
     async def _current_turn(self) -> int:
         raw = await self.bus.redis.get(keys.turn_counter(self.session_id))
