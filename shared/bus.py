@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -16,10 +18,28 @@ from shared.schema import DecodeError, Message, decode, encode
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 # Stream bounds: generous for work queues, about a minute of 20 ms frames for per-session audio.
 WORK_QUEUE_MAXLEN = 10_000
 SESSION_STREAM_MAXLEN = 5_000
 SESSION_TTL_SECONDS = 3_600
+
+
+async def cancel_safe(command: Awaitable[T]) -> T:
+    """Await a command on a pooled client without losing a cancel that lands during it.
+
+    redis-py writes under `asyncio.wait_for` when the client has a socket timeout, and Python 3.11's
+    wait_for returns the result, swallowing the cancel, when the cancel arrives just as the write
+    finishes (python/cpython#86296, fixed in 3.12). A worker cancelled that way would go on speaking
+    a stale reply. A cancel requested during the command is raised here instead.
+    """
+    task = asyncio.current_task()
+    before = task.cancelling() if task is not None else 0
+    result = await command
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +67,9 @@ class Bus:
 
     async def send(self, stream: str, message: Message, *, maxlen: int = WORK_QUEUE_MAXLEN) -> bytes:
         """Append a message to a stream, trimming it approximately to `maxlen`."""
-        entry_id: Any = await self.redis.xadd(stream, encode(message), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+        entry_id: Any = await cancel_safe(
+            self.redis.xadd(stream, encode(message), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+        )
         return bytes(entry_id)
 
     async def send_to_session(self, stream: str, message: Message) -> bytes:
@@ -55,7 +77,7 @@ class Bus:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xadd(stream, encode(message), maxlen=SESSION_STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
             pipe.expire(stream, SESSION_TTL_SECONDS)
-            entry_id, _ = await pipe.execute()
+            entry_id, _ = await cancel_safe(pipe.execute())
         return entry_id  # type: ignore[no-any-return]
 
     async def close(self) -> None:
@@ -119,7 +141,7 @@ class WorkQueue:
     async def ensure_group(self) -> None:
         """Create the group (and stream) if missing; entries already waiting are kept for it."""
         try:
-            await self.bus.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            await cancel_safe(self.bus.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True))
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -138,17 +160,21 @@ class WorkQueue:
 
     async def ack(self, entry_id: bytes) -> None:
         """Mark an entry handled."""
-        await self.bus.redis.xack(self.stream, self.group, entry_id)
+        await cancel_safe(self.bus.redis.xack(self.stream, self.group, entry_id))
 
     async def keep_alive(self, entry_ids: list[Any]) -> None:
         """Reset the idle time of entries still being worked on, so nobody claims them (a lease)."""
         if entry_ids:
-            await self.bus.redis.xclaim(self.stream, self.group, self.consumer, 0, entry_ids, justid=True)
+            await cancel_safe(
+                self.bus.redis.xclaim(self.stream, self.group, self.consumer, 0, entry_ids, justid=True)
+            )
 
     async def claim_stale(self, count: int = 10) -> list[Delivery]:
         """Take over entries idle longer than `claim_idle_ms` (their consumer is presumed dead)."""
-        reply: Any = await self.bus.redis.xautoclaim(
-            self.stream, self.group, self.consumer, self.claim_idle_ms, self._claim_cursor, count=count
+        reply: Any = await cancel_safe(
+            self.bus.redis.xautoclaim(
+                self.stream, self.group, self.consumer, self.claim_idle_ms, self._claim_cursor, count=count
+            )
         )
         # Redis 6.2 answers [cursor, entries]; 7.x adds a third element with ids deleted meanwhile.
         self._claim_cursor = reply[0]
@@ -170,16 +196,20 @@ class WorkQueue:
         return fresh
 
     async def _delivery_count(self, entry_id: bytes) -> int:
-        pending = await self.bus.redis.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
+        pending = await cancel_safe(
+            self.bus.redis.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
+        )
         return int(pending[0]["times_delivered"]) if pending else 0
 
     async def _dead_letter(self, entry_ids: list[bytes]) -> None:
         for entry_id in entry_ids:
-            await self.bus.redis.xadd(
-                keys.DEAD_LETTERS,
-                {b"stream": self.stream.encode(), b"entry_id": entry_id},
-                maxlen=1000,
-                approximate=True,
+            await cancel_safe(
+                self.bus.redis.xadd(
+                    keys.DEAD_LETTERS,
+                    {b"stream": self.stream.encode(), b"entry_id": entry_id},
+                    maxlen=1000,
+                    approximate=True,
+                )
             )
             await self.ack(entry_id)
 

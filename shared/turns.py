@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared import keys
-from shared.bus import SESSION_TTL_SECONDS, Bus
+from shared.bus import SESSION_TTL_SECONDS, Bus, cancel_safe
 from shared.schema import Cancel, DecodeError, decode_broadcast, encode_broadcast
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class TurnFence:
 
     async def check_stale(self, session_id: str, turn_id: int) -> bool:
         """Durable check: reads the session's counter before deciding."""
-        raw = await self._redis.get(keys.turn_counter(session_id))
+        raw = await cancel_safe(self._redis.get(keys.turn_counter(session_id)))
         if raw is not None:
             self.observe(session_id, int(raw))
         return self.is_stale(session_id, turn_id)

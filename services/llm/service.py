@@ -11,7 +11,7 @@ from services.llm.factory import build_generator
 from services.llm.phrases import PhraseChunker
 from services.llm.settings import LlmSettings
 from shared import keys
-from shared.bus import Bus, WorkQueue
+from shared.bus import Bus, WorkQueue, cancel_safe
 from shared.cpu import inference_threads
 from shared.history import HistoryEntry, load_history
 from shared.metrics import HANDLER_ERRORS, LLM_FIRST_PHRASE_SECONDS, LLM_FIRST_TOKEN_SECONDS
@@ -116,7 +116,7 @@ class LlmService:
         async with self.bus.redis.pipeline(transaction=False) as pipe:
             pipe.xadd(keys.TTS_REQUESTS, encode(phrase), maxlen=10_000, approximate=True)  # type: ignore[arg-type]
             pipe.xadd(keys.session_out(request.session_id), encode(phrase), maxlen=5_000, approximate=True)  # type: ignore[arg-type]
-            await pipe.execute()
+            await cancel_safe(pipe.execute())
         if seq == 0:
             LLM_FIRST_PHRASE_SECONDS.observe(time.monotonic() - started)
 

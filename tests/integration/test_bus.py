@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -221,3 +222,30 @@ async def test_shutdown_puts_unfinished_work_back(bus: Bus) -> None:
     assert (await bus.redis.xpending(STREAM, GROUP))["pending"] == 0
     entries = await bus.redis.xrange(STREAM)
     assert entries is not None and len(entries) == 2, "the unfinished entry is put back for another replica"
+
+
+async def test_a_cancel_landing_as_a_command_finishes_is_never_swallowed(bus: Bus) -> None:
+    """redis-py's writes go through asyncio.wait_for, which on Python 3.11 can return normally when a cancel
+    arrives as the write completes; a worker's handler would then go on speaking a stale reply. Cancels are
+    sent at every point of a busy send loop: each must end the task."""
+    message = Cancel(session_id="s", turn_id=1, seq=1)
+    swallowed = 0
+
+    async def speak() -> None:
+        nonlocal swallowed
+        while True:
+            await bus.send_to_session("cancel-race", message)
+            await bus.send("cancel-race-queue", message)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                swallowed += 1  # a cancel was requested and this loop went on anyway
+                return
+
+    for attempt in range(300):
+        task = asyncio.create_task(speak())
+        for _ in range(attempt % 13):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert swallowed == 0, f"{swallowed} of 300 cancels were swallowed"
