@@ -72,6 +72,11 @@ LLM_FIRST_PHRASE_SECONDS = Histogram(
     "Reply request received to first phrase sent to TTS.",
     buckets=_LATENCY_BUCKETS,
 )
+LLM_YIELD_SECONDS = Histogram(
+    "voxmesh_llm_yield_seconds",
+    "First phrase sent to its first audio out: how long generation paused so synthesis had the CPU.",
+    buckets=_LATENCY_BUCKETS,
+)
 TTS_FIRST_BYTE_SECONDS = Histogram(
     "voxmesh_tts_first_byte_seconds",
     "Phrase received to its first audio chunk sent.",

@@ -3,7 +3,8 @@
 The worker gets `emit` (hand an item to the loop) and `stop` (set when the consumer is done, cancelled or
 gone: check it between steps). The iterator yields items in order, then re-raises the worker's error, if
 any. However the consumer leaves, it waits until the worker has returned, so the model is idle before
-the next job starts and nothing runs on in the background.
+the next job starts and nothing runs on in the background. With `max_pending`, `emit` blocks while that
+many items wait unread: a consumer that stops reading pauses the model and frees its core.
 """
 
 from __future__ import annotations
@@ -29,18 +30,25 @@ async def stream_from_thread(
     executor: Executor,
     produce: Callable[[Callable[[T], None], threading.Event], R],
     outcome: Callable[[R], None] | None = None,
+    *,
+    max_pending: int | None = None,
 ) -> AsyncGenerator[T, None]:
     """Run `produce(emit, stop)` on `executor` and yield what it emits.
 
     `outcome`, if given, sees the worker's return value once it has finished normally (e.g. to raise when
-    it stopped for a reason other than the consumer leaving).
+    it stopped for a reason other than the consumer leaving). `max_pending` bounds the items emitted but
+    not yet read (None: unbounded).
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[T | _Done] = asyncio.Queue()
     stop = threading.Event()
+    # Back-pressure: a slot per unread item; the worker waits for one, the consumer frees one per item read.
+    slots = threading.Semaphore(max_pending) if max_pending is not None else None
 
     def emit(item: T) -> None:
         # Runs in the worker; once the consumer is gone its loop may be closed too.
+        if slots is not None:
+            slots.acquire()
         if stop.is_set():
             return
         try:
@@ -53,6 +61,8 @@ async def stream_from_thread(
     future.add_done_callback(lambda _: queue.put_nowait(_DONE))
     try:
         while not isinstance(item := await queue.get(), _Done):
+            if slots is not None:
+                slots.release()
             yield item
         if future.cancelled():
             # Not CancelledError: that would read as the consumer's own task being cancelled.
@@ -62,6 +72,8 @@ async def stream_from_thread(
             outcome(result)
     finally:
         stop.set()
+        if slots is not None and max_pending is not None:
+            slots.release(max_pending)  # a worker waiting for a slot wakes, sees `stop` and returns
         await _wait_done(future)
 
 

@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 # Chat-template tokens around each message; a generous guess keeps trimming on the safe side.
 _PER_MESSAGE_OVERHEAD = 8
+# Deltas generated ahead of the reader: when the service stops reading (it waits for the first phrase to be
+# spoken), decoding pauses within a few tokens and the core goes to the synthesizer.
+_MAX_PENDING_DELTAS = 4
 
 
 def _safe_ubatch(requested: int) -> int:
@@ -87,7 +90,9 @@ class LlamaCppGenerator:
             generate = functools.partial(self._generate, list(messages))
             try:
                 # Holding the lock until the worker is idle keeps the next turn from queueing behind it.
-                async for delta in stream_from_thread(self._executor, generate):
+                async for delta in stream_from_thread(
+                    self._executor, generate, max_pending=_MAX_PENDING_DELTAS
+                ):
                     yield delta
             except Exception as exc:
                 raise GenerationError(f"llama.cpp generation failed: {exc}") from exc

@@ -11,11 +11,25 @@ from services.llm.factory import build_generator
 from services.llm.phrases import PhraseChunker
 from services.llm.settings import LlmSettings
 from shared import keys
-from shared.bus import Bus, WorkQueue, cancel_safe
+from shared.bus import Bus, StreamTail, WorkQueue, cancel_safe
 from shared.cpu import inference_threads
 from shared.history import HistoryEntry, load_history
-from shared.metrics import HANDLER_ERRORS, LLM_FIRST_PHRASE_SECONDS, LLM_FIRST_TOKEN_SECONDS
-from shared.schema import Message, ReplyDone, ReplyPhrase, ReplyRequested, ServiceError, encode
+from shared.metrics import (
+    HANDLER_ERRORS,
+    LLM_FIRST_PHRASE_SECONDS,
+    LLM_FIRST_TOKEN_SECONDS,
+    LLM_YIELD_SECONDS,
+)
+from shared.schema import (
+    AudioChunk,
+    Message,
+    PhraseAudioDone,
+    ReplyDone,
+    ReplyPhrase,
+    ReplyRequested,
+    ServiceError,
+    encode,
+)
 from shared.worker import serve_fenced_queue
 
 log = logging.getLogger(__name__)
@@ -116,9 +130,35 @@ class LlmService:
         async with self.bus.redis.pipeline(transaction=False) as pipe:
             pipe.xadd(keys.TTS_REQUESTS, encode(phrase), maxlen=10_000, approximate=True)  # type: ignore[arg-type]
             pipe.xadd(keys.session_out(request.session_id), encode(phrase), maxlen=5_000, approximate=True)  # type: ignore[arg-type]
-            await cancel_safe(pipe.execute())
+            _, out_id = await cancel_safe(pipe.execute())
         if seq == 0:
             LLM_FIRST_PHRASE_SECONDS.observe(time.monotonic() - started)
+            await self._yield_to_first_audio(request, out_id)
+
+    async def _yield_to_first_audio(self, request: ReplyRequested, phrase_id: bytes) -> None:
+        """Wait until the first phrase's audio is out (bounded): the generator is not read meanwhile, so a
+        local model pauses and the first phrase's synthesis is not slowed by generation of later ones."""
+        limit_s = self.settings.first_phrase_yield_ms / 1000
+        if limit_s <= 0:
+            return
+        waited_from = time.monotonic()
+        deadline = waited_from + limit_s
+        out = StreamTail(self.bus, keys.session_out(request.session_id), label="llm_yield", last_id=phrase_id)
+        try:
+            while (left_s := deadline - time.monotonic()) > 0:
+                out.block_ms = max(1, int(left_s * 1000))
+                for delivery in await out.read():
+                    message = delivery.message
+                    if message.turn_id == request.turn_id and isinstance(
+                        message, AudioChunk | PhraseAudioDone | ServiceError
+                    ):
+                        LLM_YIELD_SECONDS.observe(time.monotonic() - waited_from)
+                        return
+            log.info(
+                "first phrase not spoken in time; generating on", extra={"session_id": request.session_id}
+            )
+        finally:
+            await out.close()
 
     async def _send_out(self, request: ReplyRequested, message: Message) -> None:
         await self.bus.send_to_session(keys.session_out(request.session_id), message)

@@ -32,6 +32,10 @@ class LlmSettings(ServiceSettings):
     system_prompt: str = "You are a helpful assistant."
     history_messages: int = 20
     concurrency: int = 1
+    first_phrase_yield_ms: int = Field(default=2000, ge=0)
+    """Once the first phrase is out, stop reading the model until its first audio is (at most this long;
+    0: never wait). A local model pauses within a few tokens, so the synthesizer has the CPU to itself and
+    first audio comes sooner; the rest of the reply has the first phrase's playback to catch up."""
 
     def gemini_key(self) -> str | None:
         """The Gemini key from the env or the secret file, if any."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -60,3 +61,24 @@ async def test_a_worker_error_is_raised_in_the_consumer() -> None:
             async for item in stream_from_thread(pool, broken):
                 seen.append(item)
     assert seen == [1]
+
+
+async def test_a_consumer_that_stops_reading_pauses_a_bounded_worker() -> None:
+    emitted: list[int] = []
+
+    def produce(emit: Callable[[int], None], stop: threading.Event) -> None:
+        for i in range(1000):
+            if stop.is_set():
+                return
+            emit(i)
+            emitted.append(i)
+
+    with ThreadPoolExecutor(1) as pool:
+        async with aclosing(stream_from_thread(pool, produce, max_pending=3)) as items:
+            assert await anext(items) == 0
+            await asyncio.sleep(0.2)  # not reading: the worker must wait, not run ahead
+            assert len(emitted) <= 4, "the worker ran ahead of a consumer that stopped reading"
+            rest = [await anext(items) for _ in range(50)]
+        assert rest == list(range(1, 51))
+        # Closing while the worker waits for a slot wakes it at once; it returns without running on.
+        assert len(emitted) <= 51 + 3
