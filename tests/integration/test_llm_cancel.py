@@ -22,6 +22,17 @@ def _metric(name: str) -> float:
     return REGISTRY.get_sample_value(name, {"queue": "llm_requests"}) or 0.0
 
 
+async def _ask(bus: Bus, session: str, turn: int, text: str) -> None:
+    request = ReplyRequested(session_id=session, turn_id=turn, seq=0, text=text, speech_ended_at=0)
+    await bus.send(keys.LLM_REQUESTS, request)
+
+
+async def _read_until(out: StreamTail, seen: list[Message], kind: type[Message]) -> None:
+    async with asyncio.timeout(60):
+        while not any(isinstance(m, kind) for m in seen):
+            seen += [d.message for d in await out.read()]
+
+
 async def test_cancel_stops_generation_and_the_next_turn_is_answered(bus: Bus) -> None:
     session = "llm-cancel"
     await bus.redis.set(keys.turn_counter(session), 1)
@@ -36,21 +47,11 @@ async def test_cancel_stops_generation_and_the_next_turn_is_answered(bus: Bus) -
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(service.run(stop))
-            await bus.send(
-                keys.LLM_REQUESTS,
-                ReplyRequested(session_id=session, turn_id=1, seq=0, text=story, speech_ended_at=0),
-            )
-            async with asyncio.timeout(60):
-                while not any(isinstance(m, ReplyPhrase) for m in seen):
-                    seen += [d.message for d in await out.read()]
+            await _ask(bus, session, 1, story)
+            await _read_until(out, seen, ReplyPhrase)
             turn = await open_turn(bus.redis, session)
-            await bus.send(
-                keys.LLM_REQUESTS,
-                ReplyRequested(session_id=session, turn_id=turn, seq=0, text="Say hello.", speech_ended_at=0),
-            )
-            async with asyncio.timeout(60):
-                while not any(isinstance(m, ReplyDone) for m in seen):
-                    seen += [d.message for d in await out.read()]
+            await _ask(bus, session, turn, "Say hello.")
+            await _read_until(out, seen, ReplyDone)
             stop.set()
     finally:
         await out.close()
@@ -82,13 +83,8 @@ async def test_generation_waits_for_the_first_phrase_audio_then_goes_on(bus: Bus
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(service.run(stop))
-            await bus.send(
-                keys.LLM_REQUESTS,
-                ReplyRequested(session_id=session, turn_id=1, seq=0, text=story, speech_ended_at=0),
-            )
-            async with asyncio.timeout(60):
-                while not any(isinstance(m, ReplyPhrase) for m in seen):
-                    seen += [d.message for d in await out.read()]
+            await _ask(bus, session, 1, story)
+            await _read_until(out, seen, ReplyPhrase)
             await asyncio.sleep(1.0)  # ~100 tokens' time: a generator that ran on would have sent more
             seen += [d.message for d in await out.read()]
             phrases_while_waiting = [m for m in seen if isinstance(m, ReplyPhrase)]
@@ -98,9 +94,7 @@ async def test_generation_waits_for_the_first_phrase_audio_then_goes_on(bus: Bus
                     session_id=session, turn_id=1, seq=0, phrase_seq=0, sample_rate=16_000, audio=b"\0\0"
                 ),
             )
-            async with asyncio.timeout(60):
-                while not any(isinstance(m, ReplyDone) for m in seen):
-                    seen += [d.message for d in await out.read()]
+            await _read_until(out, seen, ReplyDone)
             stop.set()
     finally:
         await out.close()
