@@ -1,4 +1,4 @@
-"""The `voxmesh` command: `up`, one service (`gateway|asr|llm|tts`), `talk`, or `bench`."""
+"""The `voxmesh` command: `up`, one service (`gateway|asr|llm|tts`), `talk`, `bench`, or `token`."""
 
 from __future__ import annotations
 
@@ -21,7 +21,26 @@ def _parser() -> argparse.ArgumentParser:
         commands.add_parser(name, help=f"run the {name} service (configured by VOXMESH_{name.upper()}_* env)")
     add_arguments(commands.add_parser("talk", help="speak a WAV to a running gateway, save the reply"))
     add_bench_arguments(commands.add_parser("bench", help="benchmark a running assistant (latency)"))
+    token = commands.add_parser(
+        "token", help="print a session token for the gateway (secret from VOXMESH_TOKEN_SECRET[_FILE])"
+    )
+    token.add_argument("--ttl", type=int, default=None, metavar="S", help="lifetime in seconds (default 600)")
+    token.add_argument("--subject", default=None, help="who the token is for (its `sub` claim)")
     return parser
+
+
+def _print_token(ttl_s: int | None, subject: str | None) -> int:
+    from shared.auth import MissingSecretError, Tokens, TokenSettings
+
+    try:
+        tokens = Tokens.from_settings(TokenSettings())
+        if tokens is None:
+            raise MissingSecretError("set VOXMESH_TOKEN_SECRET or VOXMESH_TOKEN_SECRET_FILE (the gateway's)")
+        print(tokens.mint(subject=subject, ttl_s=ttl_s))
+    except (MissingSecretError, ValueError) as exc:
+        print(f"voxmesh token: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         from clients.bench import run as run_bench
 
         return run_bench(args)
+    if args.command == "token":
+        return _print_token(args.ttl, args.subject)
     if args.command == "gateway":
         from services.gateway.__main__ import main as service_main
     elif args.command == "asr":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -11,11 +12,13 @@ from types import FrameType
 
 import httpx
 
+from services.gateway.access import is_loopback
 from shared.redis_server import LocalRedisServer
 
 SERVICES = ("asr", "llm", "tts", "gateway")
 MODEL_SERVICES = ("asr", "llm", "tts")
 READY_TIMEOUT_S = 300.0
+METRICS_PORT_OFFSET = 4  # the gateway's /metrics: P+4, after the workers' P+1..P+3
 
 
 class Stack:
@@ -41,8 +44,21 @@ class Stack:
             # Three model services share this machine's CPUs: each takes its part for inference threads.
             env.setdefault("VOXMESH_CPU_SHARE", str(len(MODEL_SERVICES)))
             if name == "gateway":
-                env[f"{prefix}HTTP_HOST"] = self.host
+                env.update(self.gateway_env())
             self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env)
+
+    def gateway_env(self) -> dict[str, str]:
+        """Where the gateway listens, and on loopback the page's token endpoint (unless set otherwise)."""
+        env = {
+            "VOXMESH_GATEWAY_HTTP_HOST": self.host,
+            "VOXMESH_GATEWAY_METRICS_PORT": str(self.port + METRICS_PORT_OFFSET),
+        }
+        if is_loopback(self.host) and os.environ.get("VOXMESH_GATEWAY_TOKEN_ENDPOINT") is None:
+            env["VOXMESH_GATEWAY_TOKEN_ENDPOINT"] = "true"
+            if not os.environ.get("VOXMESH_TOKEN_SECRET") and not os.environ.get("VOXMESH_TOKEN_SECRET_FILE"):
+                # This run only, handed to the gateway alone and never printed: it signs the page's tokens.
+                env["VOXMESH_TOKEN_SECRET"] = secrets.token_urlsafe(32)
+        return env
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Block until every service answers /readyz with 200; raise if one dies or time runs out."""
@@ -103,7 +119,11 @@ def up(host: str, port: int) -> int:
         print(
             f"voxmesh is ready: http://{host}:{port}  (WebSocket ws://{host}:{port}/v1/realtime)", flush=True
         )
-        print("talk to it:  voxmesh talk question.wav --out reply.wav --json   (Ctrl-C stops)", flush=True)
+        token = "" if is_loopback(host) else ' --token "$(voxmesh token)"'  # beyond loopback: tokens
+        print(
+            f"talk to it:  voxmesh talk question.wav --out reply.wav --json{token}   (Ctrl-C stops)",
+            flush=True,
+        )
         while not stopping:
             stack.check_alive()
             time.sleep(0.2)

@@ -40,8 +40,8 @@ class Readiness:
         return {"loaded": self.loaded, "redis": redis_ok, "draining": self.draining}
 
 
-def health_router(readiness: Readiness) -> APIRouter:
-    """`/healthz` (the loop answers), `/readyz` (ready for work) and `/metrics`."""
+def health_router(readiness: Readiness, *, metrics: bool = True) -> APIRouter:
+    """`/healthz` (the loop answers), `/readyz` (ready for work) and, unless told not to, `/metrics`."""
     router = APIRouter()
 
     @router.get("/healthz")
@@ -53,6 +53,15 @@ def health_router(readiness: Readiness) -> APIRouter:
         state = await readiness.check()
         ok = state["loaded"] and state["redis"] and not state["draining"]
         return JSONResponse(state, status_code=200 if ok else 503)
+
+    if metrics:
+        router.include_router(metrics_router())
+    return router
+
+
+def metrics_router() -> APIRouter:
+    """`/metrics` (Prometheus text format)."""
+    router = APIRouter()
 
     @router.get("/metrics")
     async def metrics() -> Response:

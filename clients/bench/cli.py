@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from clients.talk import DEFAULT_URL
+from clients.talk import DEFAULT_URL, add_token_argument
 
 LATENCY_DESCRIPTION = """\
 Time from the end of speech to the first reply audio, stage by stage, over N turns asked one at a time
 (each in a fresh session) through a running mesh, and optionally through the same engines in this one
 process. Each WAV is cut where its speech ends (by energy), then the talk client keeps sending silence
 as an open microphone does. Stages come from the services' /metrics, scraped before and after each
-turn (`voxmesh up --port P` puts the gateway on P, ASR on P+1, LLM on P+2, TTS on P+3)."""
+turn (`voxmesh up --port P` puts the gateway on P, ASR on P+1, LLM on P+2, TTS on P+3 and the gateway's
+/metrics on P+4). A gateway beyond loopback wants a session token: --token (mint one that outlives the
+run: `voxmesh token --ttl 3600`)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument(
         "--start", type=int, metavar="PORT", help="run `voxmesh up --port PORT` for the benchmark"
     )
+    add_token_argument(latency)
     latency.add_argument(
         "--in-process",
         action="store_true",

@@ -43,16 +43,18 @@ def _describe(turn: TurnResult) -> str:
 _SPIN_UP_S = 0.5  # busy loops run this long before a loaded turn starts
 
 
-async def _pauses(run: Run, paused: list[Question], timeout_s: float) -> None:
+async def _pauses(run: Run, paused: list[Question], timeout_s: float, token: str | None) -> None:
     """Speak each question of the pause set through the mesh, one at a time."""
     for index, question in enumerate(paused):
-        result = await ask_paused(question, run.url, timeout_s)
+        result = await ask_paused(question, run.url, timeout_s, token)
         run.pauses.append(result)
         outcome = result.error or f"{result.turns} turn(s), {result.first_audio_ms:.0f} ms"
         print(f"pause {index + 1:>2}/{len(paused)}: {outcome} (heard {result.transcript!r})", flush=True)
 
 
-async def _bench(run: Run, questions: list[Question], in_process: bool, timeout_s: float) -> None:
+async def _bench(
+    run: Run, questions: list[Question], in_process: bool, timeout_s: float, token: str | None
+) -> None:
     """Ask each turn through the mesh, then the same question in process, then (with busy cores) through
     the mesh again with the cores kept busy: drift in the machine's load hits every mode alike."""
     local = None
@@ -63,7 +65,7 @@ async def _bench(run: Run, questions: list[Question], in_process: bool, timeout_
         local = await InProcessBench.load()
     try:
         async with httpx.AsyncClient(timeout=5.0) as client:
-            mesh = MeshBench(run.url, client, timeout_s)
+            mesh = MeshBench(run.url, client, timeout_s, token)
             for index in range(run.runs):
                 question = questions[index % len(questions)]
                 run.mesh.append(await mesh.ask(index, question.name, question.pcm))
@@ -137,9 +139,9 @@ def run_latency(args: argparse.Namespace) -> int:
             stack = voxmesh_up(args.start) if args.start is not None else nullcontext(args.url)
             with stack as url:
                 run = Run(_command(), url, args.runs, args.busy_cores, [q.name for q in questions])
-                asyncio.run(_bench(run, questions, args.in_process, args.timeout))
+                asyncio.run(_bench(run, questions, args.in_process, args.timeout, args.token))
                 if args.pauses:
-                    asyncio.run(_pauses(run, synthesize_paused(), args.timeout))
+                    asyncio.run(_pauses(run, synthesize_paused(), args.timeout, args.token))
                 run.load_average = load_average()
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"voxmesh bench latency: error: {exc}", file=sys.stderr)

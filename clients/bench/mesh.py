@@ -20,7 +20,7 @@ _WATCH_EVERY_S = 0.05
 
 
 def metrics_urls(url: str) -> dict[str, str]:
-    """Each service's /metrics for a gateway URL, with the ports `voxmesh up --port P` uses (P, P+1, ...)."""
+    """Each service's /metrics for a gateway URL, with the ports `voxmesh up --port P` uses (P+1.., P+4)."""
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
     port = parts.port or (443 if parts.scheme == "wss" else 80)
@@ -30,8 +30,11 @@ def metrics_urls(url: str) -> dict[str, str]:
 class MeshBench:
     """Asks questions one at a time, each in a fresh session, and reads each stage from /metrics deltas."""
 
-    def __init__(self, url: str, client: httpx.AsyncClient, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, url: str, client: httpx.AsyncClient, timeout_s: float = 60.0, token: str | None = None
+    ) -> None:
         self.url = url
+        self.token = token
         self.client = client
         self.timeout_s = timeout_s
         self._urls = metrics_urls(url)
@@ -81,7 +84,7 @@ class MeshBench:
 
     async def _converse(self, pcm: bytes, result: TurnResult) -> ConversationResult | None:
         try:
-            return await converse_pcm([pcm], url=self.url, timeout_s=self.timeout_s)
+            return await converse_pcm([pcm], url=self.url, timeout_s=self.timeout_s, token=self.token)
         except TalkError as exc:
             result.error = str(exc)
             return None

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-# Service -> offset of its HTTP port from the gateway's, as `voxmesh up --port P` lays them out.
-PORT_OFFSETS = {"gateway": 0, "asr": 1, "llm": 2, "tts": 3}
+# Service -> offset of its /metrics port from the gateway's, as `voxmesh up --port P` lays them out (the
+# gateway serves /metrics on a port of its own, P+4, never on its public port).
+PORT_OFFSETS = {"gateway": 4, "asr": 1, "llm": 2, "tts": 3}
 
 
 @dataclass(frozen=True)

@@ -89,11 +89,11 @@ def synthesize_paused(pairs: tuple[tuple[str, str], ...] = PAUSED_QUESTIONS) -> 
     return [Question(f"{head} … {tail}", lead + say(head) + pause + say(tail)) for head, tail in pairs]
 
 
-async def ask_paused(question: Question, url: str, timeout_s: float) -> PauseResult:
+async def ask_paused(question: Question, url: str, timeout_s: float, token: str | None = None) -> PauseResult:
     """Speak one paused question in a fresh session; how many turns it became, and its first audio."""
     result = PauseResult(question.name)
     try:
-        conversation = await converse_pcm([question.pcm], url=url, timeout_s=timeout_s)
+        conversation = await converse_pcm([question.pcm], url=url, timeout_s=timeout_s, token=token)
     except TalkError as exc:
         result.error = str(exc)
         return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write the spoken reply to this WAV (several questions: NAME-1.wav, ...)",
     )
     parser.add_argument("--url", default=DEFAULT_URL, help=f"gateway WebSocket URL (default {DEFAULT_URL})")
+    add_token_argument(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object per question")
     parser.add_argument(
         "--barge-in-ms",
@@ -35,6 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="speak each next file N ms after the previous reply's first audio (talk over it)",
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per question before giving up")
+
+
+def add_token_argument(parser: argparse.ArgumentParser) -> None:
+    """`--token`, defaulting to $VOXMESH_TOKEN: the session token a gateway beyond loopback requires."""
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("VOXMESH_TOKEN"),
+        help="session token (`voxmesh token`; default $VOXMESH_TOKEN), sent as a WebSocket subprotocol",
+    )
 
 
 def _out_path(out: Path, index: int, count: int) -> Path:
@@ -69,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
     wavs: list[Path] = args.wav
     try:
         conversation = asyncio.run(
-            converse(wavs, url=args.url, barge_in_ms=args.barge_in_ms, timeout_s=args.timeout)
+            converse(
+                wavs, url=args.url, barge_in_ms=args.barge_in_ms, timeout_s=args.timeout, token=args.token
+            )
         )
         outs = [None if args.out is None else _out_path(args.out, i, len(wavs)) for i in range(len(wavs))]
         for result, out in zip(conversation.turns, outs, strict=True):

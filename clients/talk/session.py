@@ -11,14 +11,24 @@ from pathlib import Path
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.typing import Subprotocol
 
 from clients.talk.conversation import Conversation
 from clients.talk.events import TalkError
 from clients.talk.microphone import Microphone, Pacer
 from clients.talk.turns import TalkResult, TraceEntry
 from shared.audio import ASR_SAMPLE_RATE, SAMPLE_WIDTH, read_wav, to_mono16k, write_wav
+from shared.auth import redact_token_logs
 
 DEFAULT_URL = "ws://127.0.0.1:8000/v1/realtime"
+SUBPROTOCOL = "voxmesh"
+
+
+def token_subprotocols(token: str | None) -> list[Subprotocol] | None:
+    """What to offer in `Sec-WebSocket-Protocol`: "voxmesh" and the session token, if there is one."""
+    if token:
+        redact_token_logs("websockets.client")  # it logs the handshake's headers at debug level
+    return None if not token else [Subprotocol(SUBPROTOCOL), Subprotocol(f"token.{token}")]
 
 
 @dataclass
@@ -92,10 +102,12 @@ async def _receive(ws: ClientConnection, convo: Conversation) -> None:
     raise TalkError(f"the server closed the connection early (code {ws.close_code}{reason})")
 
 
-async def _run(url: str, convo: Conversation, mic: Microphone, frame_ms: int, deadline: _Deadline) -> None:
+async def _run(
+    url: str, token: str | None, convo: Conversation, mic: Microphone, frame_ms: int, deadline: _Deadline
+) -> None:
     try:
         # Compression would only cost CPU and latency on PCM.
-        async with connect(url, compression=None) as ws:
+        async with connect(url, compression=None, subprotocols=token_subprotocols(token)) as ws:
             async with asyncio.TaskGroup() as tasks:
                 receiver = tasks.create_task(_receive(ws, convo))
                 await _speak(ws, convo, mic, frame_ms, deadline)
@@ -128,6 +140,7 @@ async def converse_pcm(
     barge_in_ms: float | None = None,
     timeout_s: float = 60.0,
     frame_ms: int = 20,
+    token: str | None = None,
 ) -> ConversationResult:
     """Speak each 16 kHz PCM utterance in turn over one session; see `converse`."""
     if not 1 <= frame_ms <= 1000:
@@ -136,7 +149,7 @@ async def converse_pcm(
     mic = Microphone(convo, ASR_SAMPLE_RATE * frame_ms // 1000 * SAMPLE_WIDTH, barge_in_ms)
     try:
         async with asyncio.timeout(timeout_s) as timeout:
-            await _run(url, convo, mic, frame_ms, _Deadline(timeout, timeout_s))
+            await _run(url, token, convo, mic, frame_ms, _Deadline(timeout, timeout_s))
     except TimeoutError:
         raise TalkError(f"no reply within {timeout_s:g} s ({convo.progress()})") from None
     assert convo.session_id is not None
@@ -150,16 +163,20 @@ async def converse(
     barge_in_ms: float | None = None,
     timeout_s: float = 60.0,
     frame_ms: int = 20,
+    token: str | None = None,
 ) -> ConversationResult:
     """Speak each WAV in turn over one session, like a person at an open microphone.
 
     Each file is spoken once the reply to the previous one has finished playing in real time, or, with
     `barge_in_ms`, that many milliseconds after its first reply audio arrived (talking over it). Each
     file must end where its speech ends: its end is taken as the end of speech. `timeout_s` applies to
-    each file in turn (playing out a reply that has fully arrived does not count).
+    each file in turn (playing out a reply that has fully arrived does not count). `token` is a session
+    token (`voxmesh token`), sent as a subprotocol; a gateway beyond loopback requires one.
     """
     pcms = [await _load(Path(path)) for path in wav_paths]
-    return await converse_pcm(pcms, url=url, barge_in_ms=barge_in_ms, timeout_s=timeout_s, frame_ms=frame_ms)
+    return await converse_pcm(
+        pcms, url=url, barge_in_ms=barge_in_ms, timeout_s=timeout_s, frame_ms=frame_ms, token=token
+    )
 
 
 async def talk(
@@ -169,9 +186,10 @@ async def talk(
     out_path: Path | None = None,
     timeout_s: float = 60.0,
     frame_ms: int = 20,
+    token: str | None = None,
 ) -> TalkResult:
     """Stream `wav_path` to the gateway in real time and return the reply it speaks back."""
-    conversation = await converse([wav_path], url=url, timeout_s=timeout_s, frame_ms=frame_ms)
+    conversation = await converse([wav_path], url=url, timeout_s=timeout_s, frame_ms=frame_ms, token=token)
     result = conversation.turns[0]
     if out_path is not None:
         await asyncio.to_thread(write_wav, out_path, result.reply_audio, result.sample_rate)

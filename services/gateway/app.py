@@ -1,4 +1,5 @@
-"""The gateway's HTTP surface: `/v1/realtime` WebSocket, the web page, health, readiness and metrics."""
+"""The gateway's HTTP surface: `/v1/realtime` WebSocket, the web page, `/v1/token`, health and readiness;
+`/metrics` on a port of its own."""
 
 from __future__ import annotations
 
@@ -6,17 +7,18 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from fastapi import FastAPI, Query, WebSocket
-from fastapi.responses import FileResponse
+from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from services.gateway.access import Access, chosen_subprotocol
 from services.gateway.session import GatewaySession
 from services.gateway.settings import GatewaySettings
+from shared.auth import redact_token_logs
 from shared.bus import Bus
 from shared.metrics import GATEWAY_CLIENT_ERRORS, GATEWAY_SESSIONS
-from shared.runner import Readiness, health_router
+from shared.runner import Readiness, health_router, metrics_router
 
 log = logging.getLogger(__name__)
 
@@ -24,21 +26,16 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> bool:
-    """No Origin (not a browser), the gateway's own origin, or one on the allow-list."""
-    if origin is None:
-        return True
-    if "*" in allowed or origin in allowed:
-        return True
-    return host is not None and urlsplit(origin).netloc == host
-
-
 class Gateway:
-    """Accepts client sessions until draining, and closes them when shutting down."""
+    """Accepts client sessions until draining, and closes them when shutting down.
+
+    Raises `MissingSecretError` when its settings need session tokens and no secret is configured.
+    """
 
     def __init__(self, settings: GatewaySettings, bus: Bus) -> None:
         self.settings = settings
         self.bus = bus
+        self.access = Access(settings)
         self.readiness = Readiness(bus)
         self.readiness.loaded = True  # nothing to load: ready as soon as Redis answers
         self.sessions: set[GatewaySession] = set()
@@ -46,23 +43,48 @@ class Gateway:
         self._no_sessions.set()
 
     def app(self) -> FastAPI:
-        """The ASGI app."""
+        """The public ASGI app (no `/metrics`: that is `metrics_app`, on its own port)."""
+        redact_token_logs("uvicorn.error", "uvicorn.access")
         app = FastAPI(title="voxmesh gateway", docs_url=None, redoc_url=None)
-        app.include_router(health_router(self.readiness))
+        app.include_router(health_router(self.readiness, metrics=False))
         app.add_api_websocket_route("/v1/realtime", self.realtime)
+        if self.settings.token_endpoint:
+            app.add_api_route("/v1/token", self.token, methods=["GET"], include_in_schema=False)
         app.add_api_route("/", _index_page, methods=["GET"], include_in_schema=False)
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
         return app
 
+    def metrics_app(self) -> FastAPI:
+        """The ASGI app for the metrics port: `/metrics` only."""
+        app = FastAPI(title="voxmesh gateway metrics", docs_url=None, redoc_url=None)
+        app.include_router(metrics_router())
+        return app
+
+    async def token(self, request: Request) -> JSONResponse:
+        """`GET /v1/token`: a short-lived session token for the web page on this machine."""
+        refusal = self.access.token_endpoint_refusal(request)
+        if refusal is not None:
+            GATEWAY_CLIENT_ERRORS.labels(reason="token_endpoint").inc()
+            return JSONResponse({"error": refusal}, status_code=403)
+        assert self.access.tokens is not None  # Access refuses to start the endpoint without a secret
+        body = {"token": self.access.tokens.mint(subject="web"), "expires_in": self.access.tokens.ttl_s}
+        return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
     async def realtime(
-        self, websocket: WebSocket, output_sample_rate: int = Query(16_000, ge=8_000, le=48_000)
+        self,
+        websocket: WebSocket,
+        output_sample_rate: int = Query(16_000, ge=8_000, le=48_000),
+        token: str | None = None,
     ) -> None:
-        """One realtime voice session (protocol: docs/protocol.md)."""
-        await websocket.accept()
-        if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"),
-                              self.settings.allowed_origins):  # fmt: skip
-            GATEWAY_CLIENT_ERRORS.labels(reason="origin").inc()
-            await websocket.close(code=1008, reason="origin not allowed")
+        """One realtime voice session (protocol: docs/protocol.md); refusals come before any Redis write."""
+        subprotocols = websocket.scope.get("subprotocols", [])
+        # Accepted first even when refused: a browser sees the 1008 close and its reason, not a bare failure.
+        await websocket.accept(subprotocol=chosen_subprotocol(subprotocols))
+        if not self.access.origin_ok(websocket):
+            await _refuse(websocket, "origin", "origin not allowed")
+            return
+        if (refusal := self.access.token_refusal(subprotocols, token)) is not None:
+            await _refuse(websocket, "token", refusal)
             return
         if self.readiness.draining or len(self.sessions) >= self.settings.max_sessions:
             await websocket.close(code=1013, reason="try again later")
@@ -95,8 +117,14 @@ async def _index_page() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
 
+async def _refuse(websocket: WebSocket, reason: str, message: str) -> None:
+    GATEWAY_CLIENT_ERRORS.labels(reason=reason).inc()
+    log.info("session refused", extra={"reason": message})
+    await websocket.close(code=1008, reason=message)
+
+
 async def _close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
     try:
         await websocket.close(code=code, reason=reason)
-    except RuntimeError:
+    except (RuntimeError, WebSocketDisconnect):
         pass  # already closed by the client

@@ -38,7 +38,7 @@ def start_stack(log_path: Path, redis_url: str | None) -> RunningStack:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     if redis_url is not None:
         env["REDIS_URL"] = redis_url
-    port = free_port_run(4)  # the gateway, then asr, llm and tts on the next three
+    port = free_port_run(5)  # the gateway, then asr, llm and tts on the next three, the gateway's /metrics
     with log_path.open("w") as log:  # the child keeps its own descriptor
         process = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "up", "--port", str(port)],

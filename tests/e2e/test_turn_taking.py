@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 
+from clients.bench.metrics import PORT_OFFSETS
 from clients.talk import converse_pcm
 from tests.e2e.conftest import RunningStack
 from tests.speech import silence, synthesize_speech
@@ -28,7 +29,7 @@ FRAME = 640  # 20 ms
 async def _speculations(stack: RunningStack) -> dict[str, float]:
     """The gateway's speculative-reply counters, by outcome."""
     async with httpx.AsyncClient() as client:
-        text = (await client.get(f"http://127.0.0.1:{stack.port}/metrics")).text
+        text = (await client.get(f"http://127.0.0.1:{stack.port + PORT_OFFSETS['gateway']}/metrics")).text
     return {
         sample.labels["outcome"]: sample.value
         for family in text_string_to_metric_families(text)

@@ -9,6 +9,7 @@ import tomllib
 
 import pytest
 
+from services.gateway.settings import GatewaySettings
 from tests.deploy_support import (
     COMPOSE,
     DOCKERFILE,
@@ -129,6 +130,17 @@ def test_compose_gemini_key_only_from_the_environment() -> None:
     for name, service in compose_file()["services"].items():
         if name != "llm":
             assert not GEMINI_ENV & set(service.get("environment", {})), f"{name} does not need the key"
+
+
+def test_compose_gateway_token_secret_only_from_the_environment(clean_env: pytest.MonkeyPatch) -> None:
+    gateway = compose_file()["services"]["gateway"]
+    assert gateway["environment"]["VOXMESH_TOKEN_SECRET"] == "${VOXMESH_TOKEN_SECRET:-}"
+    settings = settings_for("gateway", compose_env(gateway), clean_env)
+    assert isinstance(settings, GatewaySettings) and settings.auth == "auto"  # on 0.0.0.0: required
+    assert settings.tokens.key() is None  # unset: the gateway refuses to start rather than run open
+    for name, service in compose_file()["services"].items():
+        if name != "gateway":
+            assert "VOXMESH_TOKEN_SECRET" not in service.get("environment", {}), name
 
 
 def test_compose_validates_against_the_compose_spec() -> None:

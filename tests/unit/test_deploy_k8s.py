@@ -11,7 +11,10 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]
 
+from services.gateway.access import Access
+from services.gateway.settings import GatewaySettings
 from services.llm.settings import LlmSettings
+from shared.auth import MissingSecretError, TokenSettings
 from tests.deploy_support import (
     COMPOSE,
     DOCKERFILE,
@@ -92,9 +95,15 @@ def test_k8s_probes_hit_health_endpoints_on_the_settings_port(clean_env: pytest.
         _check_probes(name, container, settings.http_port)
         annotations = pod["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true"
-        assert annotations["prometheus.io/port"] == str(settings.http_port)
+        # The gateway serves /metrics on a port of its own, never on the public one.
+        metrics_port = settings.metrics_port if isinstance(settings, GatewaySettings) else settings.http_port
+        assert annotations["prometheus.io/port"] == str(metrics_port)
         assert annotations["prometheus.io/path"] == "/metrics"
-        assert services[name]["spec"]["ports"][0]["port"] == settings.http_port
+        assert [p["port"] for p in services[name]["spec"]["ports"]] == [settings.http_port]
+        if isinstance(settings, GatewaySettings):
+            assert settings.metrics_port != settings.http_port and settings.metrics_host == "0.0.0.0"
+            ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+            assert ports["metrics"] == settings.metrics_port
 
 
 def test_k8s_grace_period_covers_the_drain(clean_env: pytest.MonkeyPatch) -> None:
@@ -188,6 +197,30 @@ def test_gemini_key_is_a_mounted_secret_never_a_literal(clean_env: pytest.Monkey
     settings = settings_for("llm", k8s_env(container), clean_env)
     assert isinstance(settings, LlmSettings) and settings.gemini_api_key is None
     assert settings.gemini_api_key_file == key_file
+
+
+def test_gateway_requires_tokens_signed_with_a_mounted_secret(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    gateway = manifests_of_kind("Deployment")["gateway"]
+    container = main_container(gateway)
+    env = k8s_env(container)
+    settings = settings_for("gateway", env, clean_env)
+    assert isinstance(settings, GatewaySettings) and settings.auth == "required"
+    assert settings.tokens.secret is None and not settings.token_endpoint
+    secret_file = Path(env["VOXMESH_TOKEN_SECRET_FILE"])
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(secret_file.parent))
+    volume = next(v for v in gateway["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "voxmesh-gateway-token"
+    assert [item["path"] for item in volume["secret"]["items"]] == [secret_file.name]
+    assert manifests_of_kind("Secret")["voxmesh-gateway-token"]["stringData"] == {"secret": ""}
+    # The template's empty secret stops the gateway at startup instead of letting it run open.
+    empty = tmp_path / secret_file.name
+    empty.write_text("")
+    with clean_env.context() as patch:
+        patch.setenv("VOXMESH_TOKEN_SECRET_FILE", str(empty))
+        with pytest.raises(MissingSecretError):
+            Access(settings.model_copy(update={"tokens": TokenSettings()}))
 
 
 def test_no_api_key_in_any_deployment_file() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.gateway.app import origin_allowed
+from services.gateway.access import origin_allowed
 from services.gateway.events import (
     AudioPlayed,
     ClientEventError,
@@ -202,26 +202,40 @@ def test_no_origin_is_allowed() -> None:
     assert origin_allowed(None, None, [])
 
 
-def test_same_host_is_allowed() -> None:
-    assert origin_allowed("https://gw.example.com", "gw.example.com", [])
+def test_same_host_is_allowed_when_the_host_is_one_of_ours() -> None:
+    assert origin_allowed("https://gw.example.com", "gw.example.com", [], ["gw.example.com"])
     assert origin_allowed("http://localhost:8000", "localhost:8000", [])
+    assert origin_allowed("http://127.0.0.1:8000", "127.0.0.1:8000", [])
+    assert origin_allowed("http://[::1]:8000", "[::1]:8000", [])
+    assert origin_allowed("https://GW.example.com", "gw.EXAMPLE.com", [], ["gw.example.com"])
+
+
+def test_dns_rebinding_page_is_refused() -> None:
+    # evil.example resolves to 127.0.0.1: same origin as far as the browser knows, but not our host name.
+    assert not origin_allowed("http://evil.example:8000", "evil.example:8000", [])
+    assert not origin_allowed("https://gw.example.com", "gw.example.com", [])
 
 
 def test_different_host_is_refused() -> None:
-    assert not origin_allowed("https://evil.example", "gw.example.com", [])
+    assert not origin_allowed("https://evil.example", "gw.example.com", [], ["gw.example.com"])
     assert not origin_allowed("http://localhost:9999", "localhost:8000", [])
-    assert not origin_allowed("https://gw.example.com.evil.example", "gw.example.com", [])
-    assert not origin_allowed("https://gw.example.com", None, [])
-    assert not origin_allowed("null", "gw.example.com", [])
+    assert not origin_allowed("https://gw.example.com.evil.example", "gw.example.com", [], ["gw.example.com"])
+    assert not origin_allowed("https://gw.example.com", None, [], ["gw.example.com"])
+    assert not origin_allowed("null", "gw.example.com", [], ["gw.example.com"])
 
 
 def test_allow_list() -> None:
     allowed = ["https://app.example.com"]
-    assert origin_allowed("https://app.example.com", "gw.example.com", allowed)
-    assert not origin_allowed("https://other.example.com", "gw.example.com", allowed)
-    assert not origin_allowed("http://app.example.com", "gw.example.com", allowed)
+    assert origin_allowed("https://app.example.com", "gw.example.com", allowed, ["gw.example.com"])
+    assert not origin_allowed("https://other.example.com", "gw.example.com", allowed, ["gw.example.com"])
+    assert not origin_allowed("http://app.example.com", "gw.example.com", allowed, ["gw.example.com"])
+    # The allowed origins' own hosts are ours: the page may be served by the gateway under that name.
+    assert origin_allowed("https://app.example.com", "app.example.com", allowed)
+    assert not origin_allowed("https://app.example.com", "evil.example", allowed)
 
 
-def test_star_allows_any_origin() -> None:
-    assert origin_allowed("https://anything.example", "gw.example.com", ["*"])
-    assert origin_allowed("null", None, ["*"])
+def test_star_allows_any_origin_but_not_any_host() -> None:
+    assert origin_allowed("https://anything.example", "gw.example.com", ["*"], ["gw.example.com"])
+    assert origin_allowed("null", "localhost:8000", ["*"])
+    assert not origin_allowed("https://anything.example", "anything.example", ["*"])
+    assert origin_allowed("https://anything.example", "anything.example", ["*"], ["*"])

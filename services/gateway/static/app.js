@@ -1,6 +1,6 @@
 // Wiring: the microphone and player worklets, the protocol client, the state and the view.
 
-import { RealtimeClient, realtimeUrl } from "./protocol.js";
+import { RealtimeClient, fetchSessionToken, realtimeUrl } from "./protocol.js";
 import {
   applyServerEvent,
   createState,
@@ -137,12 +137,14 @@ async function start() {
   const url = realtimeUrl(window.location, audio.context.sampleRate);
   logEntry(state, "page", "connect", url);
   // A client that was stopped may still report its closing; only the current one changes the page.
+  // A gateway that wants a session token refuses the first connection; the page then asks its own
+  // gateway for one (GET /v1/token, served only to this machine) and connects again with it.
   const current = new RealtimeClient(url, {
     onEvent: (event) => client === current && onServerEvent(event),
     onAudio: (turnId, buffer) => client === current && onReplyAudio(turnId, buffer),
     onStatus: (status) => client === current && onConnectionStatus(status),
     onWire: (direction, type, detail) => logEntry(state, direction, type, detail),
-  });
+  }, () => fetchSessionToken(window.location));
   client = current;
   client.connect();
   view.render();
@@ -213,7 +215,9 @@ function reconnectingProblem(reason) {
 function serverProblem(status) {
   switch (status.reason) {
     case "origin":
-      return "The server refused this page's address (origin not allowed). Open the page from the server's own address, or add this one to VOXMESH_GATEWAY_ALLOWED_ORIGINS.";
+      return "The server refused this page's address (origin not allowed). Open the page from the server's own address, or add this one to VOXMESH_GATEWAY_ALLOWED_ORIGINS (and its host to VOXMESH_GATEWAY_ALLOWED_HOSTS).";
+    case "auth":
+      return `The server wants a session token (${status.detail}) and has none for this page. Open the page on the server's own machine (make run), or ask its operator for access.`;
     case "ended":
       return `The server ended the conversation${status.detail ? ` (${status.detail})` : ""}. Press “Reconnect” to start a new one.`;
     case "busy":

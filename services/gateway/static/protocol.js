@@ -10,6 +10,9 @@ const MAX_OUTPUT_RATE = 48000;
 // are dropped, since a burst of backlog could trip the server's input rate limit.
 const QUEUE_LIMIT = 25;
 const RETRY_DELAYS_MS = [500, 1500, 4000];
+// The subprotocol offered next to a session token; the server echoes it, never the token.
+const SUBPROTOCOL = "voxmesh";
+const TOKEN_PROBLEMS = ["token required", "token invalid", "token expired"];
 
 /** The reply sample rate to ask for: the AudioContext's rate, within what the server accepts. */
 export function clampOutputRate(rate) {
@@ -24,6 +27,22 @@ export function realtimeUrl(location, outputSampleRate) {
   url.hash = "";
   url.searchParams.set("output_sample_rate", String(clampOutputRate(outputSampleRate)));
   return url.toString();
+}
+
+/**
+ * A session token from the gateway's `GET /v1/token` (docs/security.md), or null when it has none for this
+ * page (the endpoint is off, or this is not the gateway's own machine).
+ */
+export async function fetchSessionToken(location) {
+  const response = await fetch(new URL("v1/token", location.href), { cache: "no-store", credentials: "omit" });
+  if (!response.ok) return null;
+  const body = await response.json();
+  return typeof body?.token === "string" && body.token ? body.token : null;
+}
+
+/** What the WebSocket offers in `Sec-WebSocket-Protocol`: nothing without a token. */
+export function tokenProtocols(token) {
+  return token ? [SUBPROTOCOL, `token.${token}`] : [];
 }
 
 const text = (value) => (typeof value === "string" ? value : "");
@@ -68,6 +87,7 @@ function closeReason(event, everStarted) {
     case 1000:
       return { reason: "ended", retry: false, detail: event.reason };
     case 1008:
+      if (TOKEN_PROBLEMS.includes(event.reason)) return { reason: "auth", retry: false, detail: event.reason };
       return { reason: "origin", retry: false, detail: event.reason };
     case 1009:
       return { reason: "too-big", retry: false, detail: event.reason };
@@ -84,11 +104,17 @@ function closeReason(event, everStarted) {
  * handlers: onEvent(event) for decoded server events, onAudio(turnId, arrayBuffer) for reply audio that
  * still counts, onStatus({state, ...}) for connecting / reconnecting / connected / closed / failed,
  * onWire(direction, type, detail) for the event log.
+ *
+ * getToken: an async function giving a session token (or null); asked when the server refuses the
+ * connection for its token, then the connection is opened again once with the new one.
  */
 export class RealtimeClient {
-  constructor(url, handlers) {
+  constructor(url, handlers, getToken = null) {
     this.url = url;
     this.handlers = handlers;
+    this.getToken = getToken;
+    this.token = null;
+    this.tokenRenewed = false; // a fresh token was already tried since the last session started
     this.ws = null;
     this.closing = false;
     this.attempt = 0;
@@ -116,7 +142,7 @@ export class RealtimeClient {
     this.handlers.onStatus(this.attempt ? { state: "reconnecting", attempt: this.attempt, of: RETRY_DELAYS_MS.length } : { state: "connecting" });
     let ws;
     try {
-      ws = new WebSocket(this.url);
+      ws = new WebSocket(this.url, tokenProtocols(this.token));
     } catch (error) {
       this.handlers.onStatus({ state: "failed", reason: "bad-url", detail: String(error) });
       return;
@@ -158,6 +184,7 @@ export class RealtimeClient {
         this.started = true;
         this.everStarted = true;
         this.attempt = 0;
+        this.tokenRenewed = false;
         break;
       case "speechStarted":
         this.latestTurn = Math.max(this.latestTurn, turn ?? 0);
@@ -197,6 +224,11 @@ export class RealtimeClient {
     }
     const why = closeReason(event, this.everStarted);
     this.handlers.onWire("in", "(closed)", `code ${event.code}${event.reason ? `: ${event.reason}` : ""}`);
+    if (why.reason === "auth" && this.getToken !== null && !this.tokenRenewed) {
+      this.tokenRenewed = true;
+      this.renewToken(event, why);
+      return;
+    }
     if (why.retry && this.attempt < RETRY_DELAYS_MS.length) {
       const delay = RETRY_DELAYS_MS[this.attempt];
       this.attempt += 1;
@@ -205,6 +237,23 @@ export class RealtimeClient {
       return;
     }
     this.handlers.onStatus({ state: "failed", code: event.code, ...why });
+  }
+
+  /** Ask for a fresh session token and connect again with it; fail as refused when there is none. */
+  async renewToken(event, why) {
+    let token = null;
+    try {
+      token = await this.getToken();
+    } catch {
+      token = null;
+    }
+    if (this.closing) return;
+    if (token === null) {
+      this.handlers.onStatus({ state: "failed", code: event.code, ...why });
+      return;
+    }
+    this.token = token;
+    this.open();
   }
 
   /** One 20 ms microphone frame (640 bytes); frames wait in a short queue until the session has started. */

@@ -1,0 +1,30 @@
+"""The real gateway app under uvicorn in a test's own event loop (tests of the gateway's handshake)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from services.gateway.app import Gateway
+from services.gateway.settings import GatewaySettings
+from shared.bus import Bus
+from shared.runner import http_server
+
+
+@asynccontextmanager
+async def serving(settings: GatewaySettings, bus: Bus, drain_s: float = 5.0) -> AsyncIterator[Gateway]:
+    """The gateway's public app listening on `settings.http_host:http_port`, as `voxmesh gateway` serves
+    it; on the way out its sessions get `drain_s` to end (the tests' clients have left by then)."""
+    gateway = Gateway(settings, bus)
+    server = http_server(gateway.app(), settings, ws_max_size=settings.ws_max_message_bytes)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "uvicorn did not start"
+        await asyncio.sleep(0.01)
+    try:
+        yield gateway
+    finally:
+        await gateway.drain(drain_s)
+        server.should_exit = True
+        await task
