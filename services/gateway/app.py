@@ -44,7 +44,7 @@ class Gateway:
 
     def app(self) -> FastAPI:
         """The public ASGI app (no `/metrics`: that is `metrics_app`, on its own port)."""
-        redact_token_logs("uvicorn.error", "uvicorn.access")
+        redact_token_logs("uvicorn.error", "uvicorn.access", "websockets.server")
         app = FastAPI(title="voxmesh gateway", docs_url=None, redoc_url=None)
         app.include_router(health_router(self.readiness, metrics=False))
         app.add_api_websocket_route("/v1/realtime", self.realtime)
