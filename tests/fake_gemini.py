@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
-import uvicorn
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.fake_server import ThreadedServer
 
 _STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 500: "INTERNAL"}
 _SUFFIX = ":streamGenerateContent"
@@ -31,11 +28,13 @@ class ReceivedRequest:
     body: dict[str, Any]
 
 
-class FakeGeminiServer:
+class FakeGeminiServer(ThreadedServer):
     """Gemini look-alike on 127.0.0.1 (uvicorn in a thread, so it serves sync and async callers alike).
 
     Attributes may be changed between requests: `reply`, `delay_s` (before each chunk), `fail_status`.
     """
+
+    thread_name = "fake-gemini"
 
     def __init__(
         self,
@@ -54,55 +53,11 @@ class FakeGeminiServer:
         self.requests: list[ReceivedRequest] = []
         self.stream_abandoned = threading.Event()
         """Set when a client went away before the last chunk (the server saw the connection close)."""
-        self.base_url = ""
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
-    def start(self) -> None:
-        """Bind a free port and serve until stop()."""
-        # Binding here (not in uvicorn) makes the port known before the thread starts, with no race.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["POST"])])
-        config = uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="off", ws="none", http="h11"
-        )
-        config.timeout_graceful_shutdown = 1
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-gemini", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("fake Gemini server failed to start")
-            time.sleep(0.01)
-        self.base_url = f"http://127.0.0.1:{port}"
-
-    def stop(self) -> None:
-        """Shut the server down and join its thread."""
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeGeminiServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> FakeGeminiServer:
-        await asyncio.to_thread(self.start)
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await asyncio.to_thread(self.stop)
+    def routes(self) -> list[Route]:
+        """Every POST goes to the generate handler, which checks the method in the path."""
+        return [Route("/{path:path}", self._handle, methods=["POST"])]
 
     def chunks(self) -> list[str]:
         """The reply split as it will be streamed (each piece keeps its leading space)."""

@@ -1,4 +1,5 @@
-"""Which engine answers: Gemini when a key is configured, else the bundled llama.cpp model."""
+"""Which engine answers: an OpenAI-compatible server when its URL is configured, else Gemini when a key is,
+else the bundled llama.cpp model (or the one named by `engine`)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ def bundled_model_path() -> str:
 
 def build_generator(
     *,
+    engine: str = "auto",
+    openai_base_url: str | None = None,
+    openai_model: str = "default",
+    openai_api_key: str | None = None,
     gemini_api_key: str | None = None,
     gemini_model: str = "gemini-2.5-flash",
     gemini_base_url: str | None = None,
@@ -32,9 +37,26 @@ def build_generator(
     max_tokens: int = 256,
     temperature: float = 0.2,
 ) -> Generator:
-    """Gemini when an API key is given, else the local llama.cpp model (blocking: loads weights)."""
-    # Imports are deferred so a Gemini deployment never loads llama.cpp and vice versa.
-    if gemini_api_key:
+    """The engine asked for, or the first configured of OpenAI-compatible, Gemini, llama.cpp (blocking: a
+    local model loads its weights)."""
+    if engine == "auto":
+        engine = "openai" if openai_base_url else "gemini" if gemini_api_key else "llama"
+    # Imports are deferred so a remote deployment never loads llama.cpp and vice versa.
+    if engine == "openai":
+        if not openai_base_url:
+            raise GenerationError("the openai engine needs VOXMESH_LLM_OPENAI_BASE_URL")
+        from services.llm.openai_compat import OpenAICompatibleGenerator
+
+        return OpenAICompatibleGenerator(
+            openai_base_url,
+            openai_model,
+            api_key=openai_api_key,
+            max_tokens=max_tokens,
+            temperature=temperature,
+        )
+    if engine == "gemini":
+        if not gemini_api_key:
+            raise GenerationError("the gemini engine needs a key (VOXMESH_LLM_GEMINI_API_KEY or its file)")
         from services.llm.gemini import GeminiGenerator
 
         return GeminiGenerator(gemini_api_key, gemini_model, base_url=gemini_base_url)

@@ -51,6 +51,10 @@ class LlmService:
             s = self.settings
             self.generator = await asyncio.to_thread(
                 lambda: build_generator(
+                    engine=s.engine,
+                    openai_base_url=s.openai_base_url,
+                    openai_model=s.openai_model,
+                    openai_api_key=s.openai_key(),
                     gemini_api_key=s.gemini_key(),
                     gemini_model=s.gemini_model,
                     gemini_base_url=s.gemini_base_url,

@@ -1,6 +1,7 @@
 """LLM service settings (env prefix VOXMESH_LLM_; the Gemini key also from GEMINI_API_KEY/GOOGLE_API_KEY)."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -14,6 +15,9 @@ class LlmSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="VOXMESH_LLM_", extra="ignore")
 
     http_port: int = 8002
+    engine: Literal["auto", "llama", "gemini", "openai"] = "auto"
+    """Which engine answers; auto: an OpenAI-compatible server when its URL is set, else Gemini when a key
+    is, else the bundled llama.cpp model."""
     gemini_api_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("VOXMESH_LLM_GEMINI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"),
@@ -22,6 +26,13 @@ class LlmSettings(ServiceSettings):
     """A mounted secret holding the key (Kubernetes/compose secrets); used when no key is in the env."""
     gemini_model: str = "gemini-2.5-flash"
     gemini_base_url: str | None = None
+    openai_base_url: str | None = None
+    """An OpenAI-compatible API, e.g. http://localhost:11434/v1 (Ollama) or http://vllm:8000/v1."""
+    openai_model: str = "default"
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("VOXMESH_LLM_OPENAI_API_KEY", "OPENAI_API_KEY")
+    )
+    openai_api_key_file: Path | None = None
     model_path: str | None = None
     """A GGUF file for llama.cpp; default: the bundled SmolLM2-135M-Instruct."""
     n_threads: int | None = None
@@ -39,8 +50,16 @@ class LlmSettings(ServiceSettings):
 
     def gemini_key(self) -> str | None:
         """The Gemini key from the env or the secret file, if any."""
-        if self.gemini_api_key is not None:
-            return self.gemini_api_key.get_secret_value()
-        if self.gemini_api_key_file is not None:
-            return self.gemini_api_key_file.read_text().strip() or None
-        return None
+        return _secret(self.gemini_api_key, self.gemini_api_key_file)
+
+    def openai_key(self) -> str | None:
+        """The OpenAI-compatible server's key from the env or the secret file, if any."""
+        return _secret(self.openai_api_key, self.openai_api_key_file)
+
+
+def _secret(value: SecretStr | None, file: Path | None) -> str | None:
+    if value is not None:
+        return value.get_secret_value()
+    if file is not None:
+        return file.read_text().strip() or None
+    return None
