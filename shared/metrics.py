@@ -77,6 +77,15 @@ LLM_YIELD_SECONDS = Histogram(
     "First phrase sent to its first audio out: how long generation paused so synthesis had the CPU.",
     buckets=_LATENCY_BUCKETS,
 )
+TOOL_CALLS = Counter(
+    "voxmesh_tool_calls_total",
+    "Tool (connector) calls the model made, by tool and outcome (ok, bad_arguments, timeout, error).",
+    ["tool", "outcome"],
+)
+TOOL_CALL_SECONDS = Histogram(
+    "voxmesh_tool_call_seconds", "Time one tool call took, failures included, by tool.", ["tool"],
+    buckets=_LATENCY_BUCKETS,
+)  # fmt: skip
 TTS_FIRST_BYTE_SECONDS = Histogram(
     "voxmesh_tts_first_byte_seconds",
     "Phrase received to its first audio chunk sent.",
