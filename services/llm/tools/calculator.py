@@ -9,7 +9,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from services.llm.tools.registry import Tool, ToolError
+from services.llm.tools.registry import Tool, ToolError, string_parameters
 
 _MAX_EXPRESSION = 200
 _MAX_EXPONENT = 100
@@ -81,12 +81,7 @@ def calculator_tool() -> Tool:
     return Tool(
         name="calculate",
         description="Evaluate an arithmetic expression exactly, e.g. '17.5 * 3 / 4' or 'sqrt(2)'.",
-        parameters={
-            "type": "object",
-            "properties": {"expression": {"type": "string", "description": "the expression"}},
-            "required": ["expression"],
-            "additionalProperties": False,
-        },
+        parameters=string_parameters(expression="the expression"),
         call=_calculate,
         timeout_s=1.0,
     )

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from services.llm.tools.registry import Tool, ToolError
+from services.llm.tools.registry import Tool, ToolError, string_parameters
 
 
 def clock_tool(default_zone: str = "UTC", now: Callable[[ZoneInfo], datetime] | None = None) -> Tool:
@@ -31,11 +31,7 @@ def clock_tool(default_zone: str = "UTC", now: Callable[[ZoneInfo], datetime] | 
     return Tool(
         name="current_time",
         description="The current date and time (the user's time zone unless another IANA zone is given).",
-        parameters={
-            "type": "object",
-            "properties": {"time_zone": {"type": "string", "description": "IANA zone, e.g. Europe/Paris"}},
-            "additionalProperties": False,
-        },
+        parameters=string_parameters(required=False, time_zone="IANA zone, e.g. Europe/Paris"),
         call=call,
         timeout_s=1.0,
     )

@@ -35,6 +35,18 @@ class Tool:
     timeout_s: float = 5.0
 
 
+def string_parameters(required: bool = True, **descriptions: str) -> dict[str, Any]:
+    """A JSON schema of string parameters, one per keyword (its description), all required or none."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {name: {"type": "string", "description": text} for name, text in descriptions.items()},
+        "additionalProperties": False,
+    }
+    if required:
+        schema["required"] = list(descriptions)
+    return schema
+
+
 @dataclass(frozen=True, slots=True)
 class ToolResult:
     """What goes back into the context: the tool's output as JSON, or an error the model can explain."""

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from services.llm.tools.registry import Tool, ToolError
+from services.llm.tools.registry import Tool, ToolError, string_parameters
 
 _MAX_RESULTS = 5
 _MAX_SNIPPET = 300
@@ -37,12 +37,7 @@ def search_tool(client: httpx.AsyncClient, base_url: str) -> Tool:
     return Tool(
         name="web_search",
         description="Search the web for current facts; returns titles and snippets of the top results.",
-        parameters={
-            "type": "object",
-            "properties": {"query": {"type": "string", "description": "what to search for"}},
-            "required": ["query"],
-            "additionalProperties": False,
-        },
+        parameters=string_parameters(query="what to search for"),
         call=call,
         timeout_s=6.0,
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from services.llm.tools.registry import Tool, ToolError
+from services.llm.tools.registry import Tool, ToolError, string_parameters
 
 _CURRENT = "temperature_2m,apparent_temperature,relative_humidity_2m,weather_code,wind_speed_10m"
 # WMO weather interpretation codes, as Open-Meteo documents them.
@@ -48,12 +48,7 @@ def weather_tool(client: httpx.AsyncClient, forecast_url: str, geocoding_url: st
     return Tool(
         name="get_weather",
         description="Current weather (conditions, temperature in °C, wind) for a city or place name.",
-        parameters={
-            "type": "object",
-            "properties": {"location": {"type": "string", "description": "a city or place, e.g. Paris"}},
-            "required": ["location"],
-            "additionalProperties": False,
-        },
+        parameters=string_parameters(location="a city or place, e.g. Paris"),
         call=call,
     )
 
