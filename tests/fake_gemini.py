@@ -50,6 +50,8 @@ class FakeGeminiServer(ThreadedServer):
         self.words_per_chunk = words_per_chunk
         self.delay_s = delay_s
         self.fail_status = fail_status
+        self.tool_call: tuple[str, dict[str, Any]] | None = None
+        """(name, args) of a function call to make when tools are offered and the user has just spoken."""
         self.requests: list[ReceivedRequest] = []
         self.stream_abandoned = threading.Event()
         """Set when a client went away before the last chunk (the server saw the connection close)."""
@@ -59,9 +61,9 @@ class FakeGeminiServer(ThreadedServer):
         """Every POST goes to the generate handler, which checks the method in the path."""
         return [Route("/{path:path}", self._handle, methods=["POST"])]
 
-    def chunks(self) -> list[str]:
+    def chunks(self, reply: str | None = None) -> list[str]:
         """The reply split as it will be streamed (each piece keeps its leading space)."""
-        words = self.reply.split(" ")
+        words = (reply or self.reply).split(" ")
         n = max(1, self.words_per_chunk)
         return [
             " ".join(words[i : i + n]) + (" " if i + n < len(words) else "") for i in range(0, len(words), n)
@@ -74,15 +76,28 @@ class FakeGeminiServer(ThreadedServer):
         if request.headers.get("x-goog-api-key") != self.api_key:
             return _error(401, "API key not valid. Please pass a valid API key.")
         model = path.rsplit("/models/", 1)[1].removesuffix(_SUFFIX)
-        self.requests.append(ReceivedRequest(path=path, model=model, body=await request.json()))
+        body = await request.json()
+        self.requests.append(ReceivedRequest(path=path, model=model, body=body))
         if self.fail_status is not None:
             return _error(self.fail_status, "fake failure")
         if request.query_params.get("alt") != "sse":
             return _error(400, "only alt=sse is implemented")
-        return StreamingResponse(self._events(model), media_type="text/event-stream")
+        last = body["contents"][-1]["parts"]
+        if self.tool_call is not None and body.get("tools") and any("text" in part for part in last):
+            return StreamingResponse(
+                self._function_call(model, *self.tool_call), media_type="text/event-stream"
+            )
+        answers = [part["functionResponse"]["response"] for part in last if "functionResponse" in part]
+        reply = f"The tool said {json.dumps(answers[0])}" if answers else None
+        return StreamingResponse(self._events(model, reply), media_type="text/event-stream")
 
-    async def _events(self, model: str) -> AsyncIterator[str]:
-        pieces = self.chunks()
+    async def _function_call(self, model: str, name: str, args: dict[str, Any]) -> AsyncIterator[str]:
+        part = {"functionCall": {"name": name, "args": args}}
+        candidate = {"content": {"parts": [part], "role": "model"}, "index": 0, "finishReason": "STOP"}
+        yield f"data: {json.dumps({'candidates': [candidate], 'modelVersion': model})}\n\n"
+
+    async def _events(self, model: str, reply: str | None = None) -> AsyncIterator[str]:
+        pieces = self.chunks(reply)
         finished = False
         try:
             for chunk in self._chunks(model, pieces):

@@ -9,6 +9,8 @@ from google import genai
 from google.genai import errors, types
 
 from services.llm.engine import ChatMessage, GenerationError
+from services.llm.tools.registry import ToolResult
+from services.llm.tools.runner import ToolCall, ToolRunner
 
 # Gemini names the assistant "model".
 _ROLES = {"user": "user", "assistant": "model"}
@@ -25,6 +27,8 @@ def _transport_errors() -> tuple[type[Exception], ...]:
 
 
 _TRANSPORT_ERRORS = _transport_errors()
+# Model steps in one reply: a tool call and the answer that uses it, with room for a second call.
+_MAX_STEPS = 4
 
 
 class GeminiGenerator:
@@ -37,8 +41,10 @@ class GeminiGenerator:
         *,
         base_url: str | None = None,
         timeout_s: float = 30.0,
+        tools: ToolRunner | None = None,
     ) -> None:
         self.name = f"gemini:{model}"
+        self._tools = tools
         self._model = model
         self._api_key = api_key
         # The SDK's timeout is in milliseconds; without one a stalled stream would hang the turn.
@@ -46,17 +52,55 @@ class GeminiGenerator:
         self._client = genai.Client(api_key=api_key, http_options=options)
 
     async def stream(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
-        """Yield text deltas of Gemini's reply; SDK and transport failures become GenerationError."""
+        """Yield text deltas of Gemini's reply; function calls are run and their results sent back within
+        the same reply. SDK and transport failures become GenerationError."""
         system, contents = _to_contents(messages)
-        config = types.GenerateContentConfig(system_instruction=system) if system else None
+        config = types.GenerateContentConfig(system_instruction=system, tools=self._declarations())
+        for _ in range(_MAX_STEPS):
+            calls: list[types.FunctionCall] = []
+            async for delta in self._step(contents, config, calls):
+                yield delta
+            if not calls or self._tools is None:
+                return
+            results: list[ToolResult] = []
+            async for filler in self._tools.run(
+                [ToolCall(c.name or "", c.args or {}, c.id or "") for c in calls], results
+            ):
+                yield filler
+            contents.append(types.Content(role="model", parts=[types.Part(function_call=c) for c in calls]))
+            contents.append(types.Content(role="user", parts=[
+                types.Part(function_response=types.FunctionResponse(id=c.id, name=c.name, response=r.content))
+                for c, r in zip(calls, results, strict=True)
+            ]))  # fmt: skip
+        raise GenerationError(f"gemini kept calling tools after {_MAX_STEPS} steps")
+
+    def _declarations(self) -> list[types.Tool] | None:
+        if self._tools is None or not self._tools.registry:
+            return None
+        declarations = [
+            types.FunctionDeclaration(
+                name=t.name, description=t.description, parameters_json_schema=t.parameters
+            )
+            for t in self._tools.registry.tools
+        ]
+        return [types.Tool(function_declarations=declarations)]
+
+    async def _step(
+        self,
+        contents: list[types.Content],
+        config: types.GenerateContentConfig,
+        calls: list[types.FunctionCall],
+    ) -> AsyncGenerator[str, None]:
+        """One request: yield its text, collect its function calls into `calls`."""
         try:
             response = await self._client.aio.models.generate_content_stream(
                 model=self._model, contents=contents, config=config
             )
             try:
                 async for chunk in response:
-                    if chunk.text:
-                        yield chunk.text
+                    calls += chunk.function_calls or []
+                    if text := _text_of(chunk):
+                        yield text
             finally:
                 # Closing releases the HTTP stream now rather than at garbage collection.
                 if isinstance(response, AsyncGenerator):
@@ -71,8 +115,10 @@ class GeminiGenerator:
             ) from exc
 
     async def aclose(self) -> None:
-        """Release the SDK's HTTP connections."""
+        """Release the SDK's HTTP connections (and the tools')."""
         await self._client.aio.aclose()
+        if self._tools is not None:
+            await self._tools.aclose()
 
     def _redact(self, text: str) -> str:
         # Servers and proxies sometimes echo the request; the key must never reach logs.
@@ -88,3 +134,10 @@ def _to_contents(messages: Sequence[ChatMessage]) -> tuple[str | None, list[type
         if m.role != "system"
     ]
     return ("\n\n".join(system) or None), contents
+
+
+def _text_of(chunk: types.GenerateContentResponse) -> str:
+    """The chunk's text parts (chunk.text would warn about the function-call parts next to them)."""
+    if not chunk.candidates or chunk.candidates[0].content is None:
+        return ""
+    return "".join(p.text for p in chunk.candidates[0].content.parts or [] if p.text and not p.thought)

@@ -11,6 +11,11 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 from services.llm.engine import ChatMessage, GenerationError
+from services.llm.tools.registry import ToolResult
+from services.llm.tools.runner import ToolCall, ToolRunner
+
+# Model steps in one reply: a tool call and the answer that uses it, with room for a second call.
+_MAX_STEPS = 4
 
 
 class OpenAICompatibleGenerator:
@@ -29,8 +34,10 @@ class OpenAICompatibleGenerator:
         max_tokens: int = 256,
         temperature: float = 0.2,
         timeout_s: float = 30.0,
+        tools: ToolRunner | None = None,
     ) -> None:
         self.name = f"openai:{model}"
+        self._tools = tools
         self.model = model
         self._api_key = api_key
         self._max_tokens = max_tokens
@@ -44,19 +51,47 @@ class OpenAICompatibleGenerator:
             http2=True,
         )
         self.last_usage: dict[str, int] | None = None
-        """The token usage the server reported for the last completed stream, if it reported any."""
+        """The token usage the server reported for the last reply (all its steps), if it reported any."""
 
     async def stream(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
-        """Yield text deltas; HTTP, protocol and transport failures become GenerationError."""
+        """Yield text deltas; tool calls are run and their results fed back within the same reply. HTTP,
+        protocol and transport failures become GenerationError."""
+        conversation: list[dict[str, Any]] = [{"role": m.role, "content": m.text} for m in messages]
+        self.last_usage = None
+        for _ in range(_MAX_STEPS):
+            calls: list[ToolCall] = []
+            async for delta in self._step(conversation, calls):
+                yield delta
+            if not calls or self._tools is None:
+                return
+            results: list[ToolResult] = []
+            async for filler in self._tools.run(calls, results):
+                yield filler
+            conversation.append({"role": "assistant", "content": None, "tool_calls": [
+                {"id": c.call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in calls
+            ]})  # fmt: skip
+            conversation += [
+                {"role": "tool", "tool_call_id": c.call_id, "content": r.as_json()}
+                for c, r in zip(calls, results, strict=True)
+            ]
+        raise GenerationError(f"the model kept calling tools after {_MAX_STEPS} steps")
+
+    async def _step(
+        self, conversation: list[dict[str, Any]], calls: list[ToolCall]
+    ) -> AsyncGenerator[str, None]:
+        """One request: yield its text, collect the tool calls it ends with into `calls`."""
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": [{"role": m.role, "content": m.text} for m in messages],
+            "messages": conversation,
             "stream": True,
             "stream_options": {"include_usage": True},
             "max_tokens": self._max_tokens,
             "temperature": self._temperature,
         }
-        self.last_usage = None
+        if self._tools is not None and self._tools.registry:
+            body["tools"] = self._tools.registry.openai_schemas()
+        pending: dict[int, dict[str, str]] = {}  # tool calls by index, their arguments arriving in pieces
         try:
             async with aconnect_sse(self._client, "POST", "chat/completions", json=body) as source:
                 response = source.response
@@ -68,31 +103,62 @@ class OpenAICompatibleGenerator:
                     if event.data.strip() == "[DONE]":
                         finished = True
                         break
-                    chunk = _parse_chunk(event.data)
-                    if "error" in chunk:
-                        error = f"openai-compatible stream error: {chunk['error']}"
-                        raise GenerationError(self._redact(error))
-                    if isinstance(chunk.get("usage"), dict):
-                        self.last_usage = {k: v for k, v in chunk["usage"].items() if isinstance(v, int)}
-                    for choice in chunk.get("choices") or []:
-                        text = (choice.get("delta") or {}).get("content")
-                        if isinstance(text, str) and text:
-                            yield text
-                        if choice.get("finish_reason"):
-                            finished = True
+                    texts, ended = self._take(_parse_chunk(event.data), pending)
+                    for text in texts:
+                        yield text
+                    finished = finished or ended
                 if not finished:
                     raise GenerationError("openai-compatible stream ended before the reply was complete")
         except (httpx.HTTPError, SSEError) as exc:
             raise GenerationError(
                 self._redact(f"openai-compatible transport error: {type(exc).__name__}: {exc}")
             ) from exc
+        calls += [
+            ToolCall(c["name"], c["arguments"], c["id"] or f"call_{i}") for i, c in sorted(pending.items())
+        ]
+
+    def _take(self, chunk: dict[str, Any], pending: dict[int, dict[str, str]]) -> tuple[list[str], bool]:
+        """One chunk's text deltas and whether it finishes the step; usage and tool calls are kept."""
+        if "error" in chunk:
+            raise GenerationError(self._redact(f"openai-compatible stream error: {chunk['error']}"))
+        if isinstance(chunk.get("usage"), dict):
+            self._add_usage(chunk["usage"])
+        texts: list[str] = []
+        finished = False
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if isinstance(text := delta.get("content"), str) and text:
+                texts.append(text)
+            for piece in delta.get("tool_calls") or []:
+                _merge_tool_call(pending, piece)
+            finished = finished or bool(choice.get("finish_reason"))
+        return texts, finished
+
+    def _add_usage(self, usage: dict[str, Any]) -> None:
+        counts = {k: v for k, v in usage.items() if isinstance(v, int)}
+        if self.last_usage is None:
+            self.last_usage = counts
+        else:
+            for key, value in counts.items():
+                self.last_usage[key] = self.last_usage.get(key, 0) + value
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pools (the model's and the tools')."""
         await self._client.aclose()
+        if self._tools is not None:
+            await self._tools.aclose()
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
+
+
+def _merge_tool_call(pending: dict[int, dict[str, str]], piece: dict[str, Any]) -> None:
+    """Streamed tool calls come in pieces by index: the id and name once, the arguments split."""
+    call = pending.setdefault(int(piece.get("index", 0)), {"id": "", "name": "", "arguments": ""})
+    function = piece.get("function") or {}
+    call["id"] = piece.get("id") or call["id"]
+    call["name"] = function.get("name") or call["name"]
+    call["arguments"] += function.get("arguments") or ""
 
 
 def _parse_chunk(data: str) -> dict[str, Any]:

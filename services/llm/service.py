@@ -7,7 +7,7 @@ import logging
 import time
 
 from services.llm.engine import ChatMessage, GenerationError, Generator
-from services.llm.factory import build_generator
+from services.llm.factory import generator_for
 from services.llm.phrases import PhraseChunker
 from services.llm.settings import LlmSettings
 from shared import keys
@@ -49,21 +49,8 @@ class LlmService:
         """Build the generator (loading local weights off the event loop) unless one was given."""
         if self.generator is None:
             s = self.settings
-            self.generator = await asyncio.to_thread(
-                lambda: build_generator(
-                    engine=s.engine,
-                    openai_base_url=s.openai_base_url,
-                    openai_model=s.openai_model,
-                    openai_api_key=s.openai_key(),
-                    gemini_api_key=s.gemini_key(),
-                    gemini_model=s.gemini_model,
-                    gemini_base_url=s.gemini_base_url,
-                    model_path=s.model_path,
-                    n_threads=inference_threads(s.n_threads, s.cpu_share),
-                    max_tokens=s.max_tokens,
-                    temperature=s.temperature,
-                )  # fmt: skip
-            )
+            threads = inference_threads(s.n_threads, s.cpu_share)
+            self.generator = await asyncio.to_thread(generator_for, s, threads)
         log.info("generator ready", extra={"engine": self.generator.name})
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -33,6 +33,18 @@ class LlmSettings(ServiceSettings):
         default=None, validation_alias=AliasChoices("VOXMESH_LLM_OPENAI_API_KEY", "OPENAI_API_KEY")
     )
     openai_api_key_file: Path | None = None
+    tools: bool = True
+    """Offer the built-in tools to engines with function calling (Gemini, OpenAI-compatible); the bundled
+    135M model gets none: it cannot call them reliably."""
+    time_zone: str = "UTC"
+    """The user's IANA time zone, for the clock tool."""
+    weather_url: str | None = "https://api.open-meteo.com"
+    geocoding_url: str | None = "https://geocoding-api.open-meteo.com"
+    search_url: str | None = None
+    """A SearXNG-compatible server (JSON search); web search is off when unset."""
+    tool_filler: str = "Let me check."
+    tool_filler_after_ms: int = Field(default=800, ge=0)
+    """How long tools may run before the filler is said, so the user is not left in silence."""
     model_path: str | None = None
     """A GGUF file for llama.cpp; default: the bundled SmolLM2-135M-Instruct."""
     n_threads: int | None = None

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,9 @@ from services.llm.engine import ChatMessage, GenerationError, Generator
 from services.llm.factory import build_generator, bundled_model_path
 from services.llm.gemini import GeminiGenerator
 from services.llm.llama import LlamaCppGenerator
+from services.llm.tools.calculator import calculator_tool
+from services.llm.tools.registry import Tool, ToolError, ToolRegistry
+from services.llm.tools.runner import ToolRunner
 from tests.fake_gemini import FakeGeminiServer
 
 pytestmark = pytest.mark.integration
@@ -183,3 +187,42 @@ async def test_factory_with_key_builds_gemini(gemini_server: FakeGeminiServer) -
         assert "".join(await collect(generator, QUESTION)) == gemini_server.reply
     finally:
         await generator.aclose()
+
+
+async def _gemini_with_tools(
+    server: FakeGeminiServer, *tools: Tool, filler_after_s: float = 5.0
+) -> list[str]:
+    runner = ToolRunner(ToolRegistry(tools), filler_after_s=filler_after_s)
+    generator = GeminiGenerator(KEY, "gemini-2.5-flash", base_url=server.base_url, tools=runner)
+    try:
+        return await collect(generator, QUESTION)
+    finally:
+        await generator.aclose()
+
+
+async def test_gemini_function_call_round_trips_and_the_answer_uses_its_result(
+    gemini_server: FakeGeminiServer,
+) -> None:
+    gemini_server.tool_call = ("calculate", {"expression": "6 * 7"})
+    reply = "".join(await _gemini_with_tools(gemini_server, calculator_tool()))
+    assert "42" in reply
+    first, second = (r.body for r in gemini_server.requests)
+    declared = first["tools"][0]["functionDeclarations"][0]
+    schema = declared.get("parametersJsonSchema") or declared["parameters_json_schema"]  # the SDK sends this
+    assert declared["name"] == "calculate" and schema["required"] == ["expression"]
+    called, answered = second["contents"][-2:]
+    assert called["role"] == "model" and called["parts"][0]["functionCall"]["name"] == "calculate"
+    assert answered["parts"][0]["functionResponse"]["response"] == {"expression": "6 * 7", "result": 42}
+
+
+async def test_gemini_tool_failure_and_slowness(gemini_server: FakeGeminiServer) -> None:
+    async def slow(args: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(0.6)
+        raise ToolError("the service is down")
+
+    gemini_server.tool_call = ("lookup", {})
+    deltas = await _gemini_with_tools(
+        gemini_server, Tool("lookup", "Look up.", {"type": "object"}, slow), filler_after_s=0.1
+    )
+    assert deltas[0] == "Let me check. "
+    assert "the service is down" in "".join(deltas[1:])

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +20,9 @@ from services.llm.factory import bundled_model_path
 from services.llm.openai_compat import OpenAICompatibleGenerator
 from services.llm.service import LlmService
 from services.llm.settings import LlmSettings
+from services.llm.tools.calculator import calculator_tool
+from services.llm.tools.registry import Tool, ToolRegistry
+from services.llm.tools.runner import ToolRunner
 from shared import keys
 from shared.bus import Bus, StreamTail
 from shared.schema import Message, ReplyDone, ReplyPhrase, ReplyRequested
@@ -190,3 +194,54 @@ async def test_the_llm_service_answers_through_a_configured_openai_server(
         await out.close()
     phrases = [m.text for m in seen if isinstance(m, ReplyPhrase)]
     assert " ".join(phrases) == server.reply
+
+
+async def _ask_with_tools(
+    server: FakeOpenAIServer, *tools: Tool, filler_after_s: float = 5.0
+) -> tuple[list[str], dict[str, int] | None]:
+    """The reply's deltas and the usage the engine kept."""
+    runner = ToolRunner(ToolRegistry(tools), filler_after_s=filler_after_s)
+    generator = OpenAICompatibleGenerator(f"{server.base_url}/v1", "m", api_key=KEY, tools=runner)
+    try:
+        return [d async for d in generator.stream(QUESTION)], generator.last_usage
+    finally:
+        await generator.aclose()
+
+
+async def test_a_tool_call_round_trips_and_the_answer_uses_its_result(server: FakeOpenAIServer) -> None:
+    server.tool_call = ("calculate", '{"expression": "6 * 7"}')
+    deltas, usage = await _ask_with_tools(server, calculator_tool())
+    assert "42" in "".join(deltas)
+    first, second = server.requests
+    assert [t["function"]["name"] for t in first["tools"]] == ["calculate"]
+    assistant, tool = second["messages"][-2:]
+    assert assistant["tool_calls"][0]["function"] == {
+        "name": "calculate",
+        "arguments": '{"expression": "6 * 7"}',
+    }
+    assert tool == {
+        "role": "tool",
+        "tool_call_id": "call_1",
+        "content": '{"expression": "6 * 7", "result": 42}',
+    }
+    assert usage is not None and usage["completion_tokens"] == sum(
+        u["completion_tokens"] for u in server.usage_sent
+    )
+
+
+async def test_a_failing_tool_gives_the_model_an_error_and_the_turn_goes_on(server: FakeOpenAIServer) -> None:
+    server.tool_call = ("calculate", '{"expression": "__import__(1)"}')
+    deltas, _ = await _ask_with_tools(server, calculator_tool())
+    assert "error" in "".join(deltas) and "not allowed" in "".join(deltas)
+
+
+async def test_a_slow_tool_makes_the_assistant_say_a_filler_first(server: FakeOpenAIServer) -> None:
+    async def slow_lookup(args: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(0.6)
+        return {"answer": "found"}
+
+    server.tool_call = ("lookup", "{}")
+    lookup = Tool("lookup", "Look up.", {"type": "object"}, slow_lookup)
+    deltas, _ = await _ask_with_tools(server, lookup, filler_after_s=0.1)
+    assert deltas[0] == "Let me check. "
+    assert "found" in "".join(deltas[1:])
