@@ -3,11 +3,14 @@
 # alternating. Default: the speculative final on/off. Run from the repository root:
 #   bash benchmarks/speculative_final_ab.sh [VARIABLE VALUE_A VALUE_B]
 # e.g. bash benchmarks/speculative_final_ab.sh VOXMESH_ASR_PARTIAL_INTERVAL_MS 400 0
+#      bash benchmarks/speculative_final_ab.sh VOXMESH_LLM_FIRST_PHRASE_YIELD_MS 2000 0
+# RUNS (default 8) turns per block.
 cd "$(dirname "$0")/.." || exit 1
 var=${1:-VOXMESH_ASR_SPECULATIVE_FINAL}
 a=${2:-true}
 b=${3:-false}
 for value in "$a" "$b" "$a" "$b"; do
   echo "=== $var=$value"
-  env "$var=$value" .venv/bin/voxmesh bench latency --runs 8 --start 18200 | grep -E "first audio at the client|end of speech → final transcript|failures|turns:"
+  env "$var=$value" .venv/bin/voxmesh bench latency --runs "${RUNS:-8}" --start 18200 \
+    | grep -E "first audio at the client|final transcript \||first LLM token|first phrase|first TTS byte|failures|turns:"
 done
