@@ -26,6 +26,24 @@ SESSION_STREAM_MAXLEN = 5_000
 SESSION_TTL_SECONDS = 3_600
 
 
+# Renews the lease on each entry still pending to this consumer, atomically, and returns the ids another
+# consumer holds now. XCLAIM with min-idle 0 alone would take back an entry another replica took over.
+_RENEW_LEASES = """
+local lost = {}
+for i = 3, #ARGV do
+  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #pending > 0 then
+    if pending[1][2] == ARGV[2] then
+      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    else
+      table.insert(lost, ARGV[i])
+    end
+  end
+end
+return lost
+"""
+
+
 async def cancel_safe(command: Awaitable[T]) -> T:
     """Await a command on a pooled client without losing a cancel that lands during it.
 
@@ -137,6 +155,7 @@ class WorkQueue:
         self.max_deliveries = max_deliveries
         self._reader = bus.blocking_client()
         self._claim_cursor: bytes | str = "0-0"
+        self._renew = bus.redis.register_script(_RENEW_LEASES)
 
     async def ensure_group(self) -> None:
         """Create the group (and stream) if missing; entries already waiting are kept for it."""
@@ -162,12 +181,15 @@ class WorkQueue:
         """Mark an entry handled."""
         await cancel_safe(self.bus.redis.xack(self.stream, self.group, entry_id))
 
-    async def keep_alive(self, entry_ids: list[Any]) -> None:
-        """Reset the idle time of entries still being worked on, so nobody claims them (a lease)."""
-        if entry_ids:
-            await cancel_safe(
-                self.bus.redis.xclaim(self.stream, self.group, self.consumer, 0, entry_ids, justid=True)
-            )
+    async def keep_alive(self, entry_ids: list[bytes]) -> list[bytes]:
+        """Reset the idle time of entries still being worked on, so nobody claims them (a lease);
+        returns those another consumer has taken over meanwhile, which stay theirs."""
+        if not entry_ids:
+            return []
+        lost: Any = await cancel_safe(
+            self._renew(keys=[self.stream], args=[self.group, self.consumer, *entry_ids])
+        )
+        return [bytes(entry_id) for entry_id in lost]
 
     async def claim_stale(self, count: int = 10) -> list[Delivery]:
         """Take over entries idle longer than `claim_idle_ms` (their consumer is presumed dead)."""

@@ -21,13 +21,15 @@ Handler = Callable[[Message], Awaitable[None]]
 
 
 class _Job:
-    __slots__ = ("aborted_at", "delivery", "task")
+    __slots__ = ("aborted_at", "delivery", "lost", "task")
 
     def __init__(self, delivery: Delivery, task: asyncio.Task[None]) -> None:
         self.delivery = delivery
         self.task = task
         self.aborted_at: float | None = None
         """Wall-clock time the cancel that aborted this job was sent, once aborted."""
+        self.lost = False
+        """Another replica took the entry over: it finishes the work, this one stops without a trace."""
 
 
 class QueueWorker:
@@ -55,6 +57,7 @@ class QueueWorker:
         self._jobs: dict[bytes, _Job] = {}
         self._slots = asyncio.Semaphore(concurrency)
         self._followups: set[asyncio.Task[None]] = set()
+        self._claim_due = 0.0  # monotonic time of the next look for dead replicas' entries
 
     @property
     def in_flight(self) -> int:
@@ -74,20 +77,18 @@ class QueueWorker:
         """Work until `stop` is set, then drain."""
         await self.queue.ensure_group()
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._leases(stop, group))
+            group.create_task(self._leases(stop))
             try:
                 while not stop.is_set():
                     if not await self._take_slot():
                         continue
+                    admitted = False
                     try:
-                        deliveries = await self.queue.read(count=1)
-                    except BaseException:
-                        self._slots.release()
-                        raise
-                    if not deliveries:
-                        self._slots.release()
-                        continue
-                    await self._admit(deliveries[0], group)
+                        delivery = await self._next()
+                        admitted = delivery is not None and await self._admit(delivery, group)
+                    finally:
+                        if not admitted:
+                            self._slots.release()
             finally:
                 await self._drain()
 
@@ -99,19 +100,38 @@ class QueueWorker:
             return False
         return True
 
-    async def _admit(self, delivery: Delivery, group: asyncio.TaskGroup) -> None:
+    async def _next(self) -> Delivery | None:
+        """Work for the slot just taken: an entry of a dead replica when it is time to look, else a new one.
+
+        Claiming here, with a slot in hand, rather than in the lease loop: that loop must never wait for a
+        slot, or the leases of running jobs lapse and other replicas take over live work."""
+        if time.monotonic() >= self._claim_due:
+            claimed = await self.queue.claim_stale(count=1)
+            # More may be waiting right behind a claimed one; otherwise look again in a lease interval.
+            self._claim_due = 0.0 if claimed else time.monotonic() + self._lease_interval_s
+            if claimed:
+                return claimed[0]
+        deliveries = await self.queue.read(count=1)
+        return deliveries[0] if deliveries else None
+
+    @property
+    def _lease_interval_s(self) -> float:
+        return self.queue.claim_idle_ms / 3000
+
+    async def _admit(self, delivery: Delivery, group: asyncio.TaskGroup) -> bool:
+        """Start the delivery's job (which then owns the slot taken for it); False if it was stale."""
         message = delivery.message
         if self.fence is not None and await self.fence.check_stale(message.session_id, message.turn_id):
             MESSAGES_DROPPED.labels(reason="stale_turn").inc()
             await self.queue.ack(delivery.entry_id)
-            self._slots.release()
-            return
+            return False
         task = group.create_task(self._run(delivery))
         job = _Job(delivery, task)
         self._jobs[delivery.entry_id] = job
         # A done callback, not a `finally` in _run: a task cancelled before its first step never runs its
         # body, and its slot and queue entry must be released all the same.
         task.add_done_callback(lambda done: self._settle(job, done))
+        return True
 
     async def _run(self, delivery: Delivery) -> None:
         try:
@@ -124,6 +144,8 @@ class QueueWorker:
         """Free the job's slot, then ack its entry, or put it back when shutdown (not a cancel) stopped it."""
         self._jobs.pop(job.delivery.entry_id, None)
         self._slots.release()
+        if job.lost:
+            return  # the entry is another replica's now: it acks it
         if task.cancelled() and job.aborted_at is None:
             self._follow_up(self._requeue(job.delivery))  # shutdown: someone else finishes it
             return
@@ -147,20 +169,23 @@ class QueueWorker:
         await self.queue.bus.send(self.queue.stream, delivery.message)
         await self.queue.ack(delivery.entry_id)
 
-    async def _leases(self, stop: asyncio.Event, group: asyncio.TaskGroup) -> None:
-        """Keep our entries from looking abandoned, and adopt entries whose consumer died."""
-        interval = self.queue.claim_idle_ms / 3000
+    async def _leases(self, stop: asyncio.Event) -> None:
+        """Keep our entries from looking abandoned; stop jobs whose entry another replica took over."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+                await asyncio.wait_for(stop.wait(), timeout=self._lease_interval_s)
             try:
-                await self.queue.keep_alive(list(self._jobs))
-                if not stop.is_set() and self.in_flight < self.concurrency:
-                    for delivery in await self.queue.claim_stale(count=self.concurrency - self.in_flight):
-                        await self._slots.acquire()
-                        await self._admit(delivery, group)
-            except Exception:
-                log.exception("lease upkeep failed", extra={"stream": self.queue.stream})
+                lost = await self.queue.keep_alive(list(self._jobs))
+            except Exception as exc:
+                log.warning("lease upkeep failed", extra={"stream": self.queue.stream, "error": str(exc)})
+                continue
+            for entry_id in lost:
+                if (job := self._jobs.get(entry_id)) is not None:
+                    log.warning(
+                        "lease lost to another replica, stopping", extra={"stream": self.queue.stream}
+                    )
+                    job.lost = True
+                    job.task.cancel()
 
     async def _drain(self) -> None:
         jobs = [job.task for job in self._jobs.values()]

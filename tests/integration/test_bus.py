@@ -40,9 +40,12 @@ async def running(
     concurrency: int = 1,
     claim_idle_ms: int = 15_000,
     grace_s: float = 5.0,
+    block_ms: int = 100,
 ) -> AsyncIterator[QueueWorker]:
     """A QueueWorker running in the background until the block ends."""
-    queue = WorkQueue(bus, STREAM, GROUP, consumer, label="test", block_ms=100, claim_idle_ms=claim_idle_ms)
+    queue = WorkQueue(
+        bus, STREAM, GROUP, consumer, label="test", block_ms=block_ms, claim_idle_ms=claim_idle_ms
+    )
     worker = QueueWorker(queue, handler, fence=fence, concurrency=concurrency, grace_s=grace_s)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))

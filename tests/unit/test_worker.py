@@ -56,8 +56,8 @@ class FakeQueue:
             self.ack_seen.clear()
             await self.ack_seen.wait()
 
-    async def keep_alive(self, entry_ids: list[Any]) -> None:
-        pass
+    async def keep_alive(self, entry_ids: list[Any]) -> list[bytes]:
+        return []
 
     async def claim_stale(self, count: int = 10) -> list[Delivery]:
         return []
