@@ -24,6 +24,13 @@ T = TypeVar("T")
 WORK_QUEUE_MAXLEN = 10_000
 SESSION_STREAM_MAXLEN = 5_000
 SESSION_TTL_SECONDS = 3_600
+DEAD_LETTER_MAXLEN = 1_000
+DEAD_LETTER_RETENTION_S = 24 * 3_600
+
+
+def _min_id(age_s: float) -> str:
+    """A stream id below every entry added in the last `age_s` seconds."""
+    return f"{int((time.time() - age_s) * 1000)}-0"
 
 
 # Renews the lease on each entry still pending to this consumer, atomically, and returns the ids another
@@ -107,22 +114,31 @@ def _observe_delivery(stream_label: str, message: Message) -> None:
     BUS_DELIVERY_SECONDS.labels(stream=stream_label).observe(max(0.0, time.time() - message.sent_at))
 
 
-def _decode_entries(entries: list[Any], stream_label: str) -> tuple[list[Delivery], list[bytes]]:
-    """Split raw entries into decoded deliveries and ids of entries that were deleted or malformed."""
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An entry that cannot be handled, with what is left of it for the dead-letter stream."""
+
+    entry_id: bytes
+    fields: dict[bytes, bytes]
+    reason: str
+
+
+def _decode_entries(entries: list[Any], stream_label: str) -> tuple[list[Delivery], list[Rejected]]:
+    """Split raw entries into decoded deliveries and entries that were deleted or malformed."""
     good: list[Delivery] = []
-    bad: list[bytes] = []
+    bad: list[Rejected] = []
     for entry_id, fields in entries:
         if entry_id is None:
             continue
         if fields is None:  # trimmed away while pending (Redis 6.2 reports it this way)
-            bad.append(entry_id)
+            bad.append(Rejected(entry_id, {}, "deleted"))
             continue
         try:
             message = decode(fields)
         except DecodeError as exc:
             log.warning("dropping malformed entry", extra={"stream": stream_label, "error": str(exc)})
             MESSAGES_DROPPED.labels(reason="malformed").inc()
-            bad.append(entry_id)
+            bad.append(Rejected(entry_id, fields, "malformed"))
             continue
         _observe_delivery(stream_label, message)
         good.append(Delivery(entry_id, message))
@@ -209,7 +225,7 @@ class WorkQueue:
             if await self._delivery_count(delivery.entry_id) > self.max_deliveries:
                 log.error("dead-lettering poison entry", extra={"stream": self.stream})
                 MESSAGES_DROPPED.labels(reason="poison").inc()
-                bad.append(delivery.entry_id)
+                bad.append(Rejected(delivery.entry_id, encode(delivery.message), "consumers_died"))
             else:
                 fresh.append(delivery)
         await self._dead_letter(bad)
@@ -223,17 +239,25 @@ class WorkQueue:
         )
         return int(pending[0]["times_delivered"]) if pending else 0
 
-    async def _dead_letter(self, entry_ids: list[bytes]) -> None:
-        for entry_id in entry_ids:
-            await cancel_safe(
-                self.bus.redis.xadd(
-                    keys.DEAD_LETTERS,
-                    {b"stream": self.stream.encode(), b"entry_id": entry_id},
-                    maxlen=1000,
-                    approximate=True,
-                )
-            )
-            await self.ack(entry_id)
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Set an entry aside with its payload, for a person to look at or replay, and ack it."""
+        await self._dead_letter([Rejected(delivery.entry_id, encode(delivery.message), reason)])
+
+    async def _dead_letter(self, rejected: list[Rejected]) -> None:
+        for entry in rejected:
+            # The entry's own fields (JSON envelope, audio) next to where it came from: replaying it is
+            # XADD of those fields to `stream`. Bounded in length and age: it holds transcripts and replies.
+            fields = {
+                **entry.fields,
+                b"stream": self.stream.encode(),
+                b"entry_id": entry.entry_id,
+                b"reason": entry.reason.encode(),
+            }
+            async with self.bus.redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(keys.DEAD_LETTERS, fields, maxlen=DEAD_LETTER_MAXLEN, approximate=True)  # type: ignore[arg-type]
+                pipe.xtrim(keys.DEAD_LETTERS, minid=_min_id(DEAD_LETTER_RETENTION_S), approximate=True)
+                await cancel_safe(pipe.execute())
+            await self.ack(entry.entry_id)
 
     async def close(self) -> None:
         """Drop the dedicated reader connection."""

@@ -10,14 +10,31 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from shared.bus import Delivery, WorkQueue
+from shared import keys
+from shared.bus import Bus, Delivery, WorkQueue
 from shared.metrics import CANCEL_STOP_SECONDS, HANDLER_ERRORS, JOBS_ABORTED, MESSAGES_DROPPED
-from shared.schema import Cancel, Message
+from shared.schema import Cancel, Message, ServiceError
 from shared.turns import CancelListener, TurnFence
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Message], Awaitable[None]]
+FailureHandler = Callable[[Message], Awaitable[None]]
+"""Told the message whose handler kept failing, after it was dead-lettered: lets the user know."""
+
+_RETRY_BACKOFF_S = 0.2
+
+
+def tell_session(bus: Bus, code: str, text: str) -> FailureHandler:
+    """A failure handler that sends the message's session a ServiceError (an `error` event for the user)."""
+
+    async def tell(message: Message) -> None:
+        error = ServiceError(
+            session_id=message.session_id, turn_id=message.turn_id, seq=0, code=code, message=text
+        )
+        await bus.send_to_session(keys.session_out(message.session_id), error)
+
+    return tell
 
 
 class _Job:
@@ -35,9 +52,10 @@ class _Job:
 class QueueWorker:
     """Runs `handler` for each entry of `queue`, at most `concurrency` at once.
 
-    An entry is acked when its handler finishes, fails, or is aborted because its turn went stale.
-    On shutdown, handlers get `grace_s` to finish; any still running are cancelled and their entries
-    put back on the queue for another replica (an abort is told apart from a shutdown).
+    An entry is acked when its handler finishes or is aborted because its turn went stale. A failing
+    handler is run again up to `retries` times; then the entry is dead-lettered with its payload and
+    `on_failure` is told. On shutdown, handlers get `grace_s` to finish; any still running are cancelled
+    and their entries put back on the queue for another replica (an abort is told apart from a shutdown).
     """
 
     def __init__(
@@ -48,10 +66,14 @@ class QueueWorker:
         fence: TurnFence | None,
         concurrency: int = 1,
         grace_s: float = 10.0,
+        retries: int = 3,
+        on_failure: FailureHandler | None = None,
     ) -> None:
         self.queue = queue
         self.handler = handler
         self.fence = fence
+        self.retries = retries
+        self.on_failure = on_failure
         self.concurrency = concurrency
         self.grace_s = grace_s
         self._jobs: dict[bytes, _Job] = {}
@@ -134,11 +156,23 @@ class QueueWorker:
         return True
 
     async def _run(self, delivery: Delivery) -> None:
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(_RETRY_BACKOFF_S * 2 ** (attempt - 1))
+            try:
+                await self.handler(delivery.message)
+                return
+            except Exception:
+                HANDLER_ERRORS.labels(queue=self.queue.label).inc()
+                log.exception("handler failed", extra={"stream": self.queue.stream, "attempt": attempt + 1})
+        # A poison message: it must not take this slot forever, and its sender must hear of it.
+        MESSAGES_DROPPED.labels(reason="handler_failed").inc()
         try:
-            await self.handler(delivery.message)
+            await self.queue.dead_letter(delivery, "handler_failed")
+            if self.on_failure is not None:
+                await self.on_failure(delivery.message)
         except Exception:
-            HANDLER_ERRORS.labels(queue=self.queue.label).inc()
-            log.exception("handler failed", extra={"stream": self.queue.stream})
+            log.exception("dead-lettering failed", extra={"stream": self.queue.stream})
 
     def _settle(self, job: _Job, task: asyncio.Task[None]) -> None:
         """Free the job's slot, then ack its entry, or put it back when shutdown (not a cancel) stopped it."""
@@ -207,10 +241,13 @@ async def serve_fenced_queue(
     *,
     concurrency: int,
     grace_s: float,
+    on_failure: FailureHandler | None = None,
 ) -> None:
     """Run a QueueWorker whose running jobs are aborted by cancel broadcasts for their session."""
     fence = TurnFence(queue.bus.redis)
-    worker = QueueWorker(queue, handler, fence=fence, concurrency=concurrency, grace_s=grace_s)
+    worker = QueueWorker(
+        queue, handler, fence=fence, concurrency=concurrency, grace_s=grace_s, on_failure=on_failure
+    )
     listener = CancelListener(queue.bus, fence, worker.on_cancel)
     try:
         async with asyncio.TaskGroup() as group:

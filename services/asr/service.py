@@ -15,7 +15,7 @@ from shared.bus import Bus, WorkQueue
 from shared.cpu import inference_threads
 from shared.metrics import ASR_SESSIONS
 from shared.schema import Message, SessionOpened
-from shared.worker import QueueWorker
+from shared.worker import QueueWorker, tell_session
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class AsrService:
         worker = QueueWorker(
             queue, self.own_session, fence=None, concurrency=self.settings.max_sessions,
             grace_s=self.settings.shutdown_grace_s,
+            on_failure=tell_session(self.bus, "session_failed", "speech recognition failed; reconnect"),
         )  # fmt: skip
         try:
             await worker.run(stop)

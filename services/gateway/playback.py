@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +90,10 @@ class ReplyTrack:
     settled: bool = False
     """Its exchange has been written to the history (or merged into the next turn)."""
     truncation_sent: bool = False
+    failed: bool = False
+    """A service gave up on it (or it stalled): the client was told, and nothing more of it plays."""
+    last_output_at: float = field(default_factory=time.monotonic)
+    """When output of this reply last arrived (monotonic), to notice one that stalled."""
 
     def __post_init__(self) -> None:
         self.assembler = ReplyAssembler(self.turn_id)
@@ -108,8 +113,8 @@ class ReplyTrack:
         return self.cut_at is None and self.first_sent_at is not None and now < self.ends_at
 
     def finished(self, now: float) -> bool:
-        """All of it was sent and has had time to play."""
-        return self.assembler.complete and now >= self.ends_at
+        """All of it was sent (or it failed) and has had time to play."""
+        return (self.assembler.complete or self.failed) and now >= self.ends_at
 
     def cut(self, now: float, *, by_speech: bool) -> None:
         """A newer turn interrupted this reply at `now`."""

@@ -52,6 +52,9 @@ from shared.turns import open_turn
 log = logging.getLogger(__name__)
 
 _CLOSED_SESSION_TTL_S = 120
+# A reply with no output for this long is given up (longer than a dead replica's work takes to be taken
+# over, VOXMESH_*_CLAIM_IDLE_MS, 15 s by default).
+REPLY_STALL_S = 30.0
 
 
 class GatewaySession:
@@ -219,10 +222,36 @@ class GatewaySession:
                         if self.ws.application_state != WebSocketState.CONNECTED:
                             return
                         log.exception("relay failed", extra={"session_id": self.session_id})
+                await self._give_up_stalled_reply()
         finally:
             await tail.close()
 
+    async def _give_up_stalled_reply(self) -> None:
+        """End a reply whose output stopped coming (a service died and nobody took its work over)."""
+        reply = self.conversation.reply
+        if reply is None or reply.failed or reply.assembler.complete or reply.speculation is not None:
+            return
+        if (
+            reply.work_id == self.conversation.work
+            and time.monotonic() - reply.last_output_at > REPLY_STALL_S
+        ):
+            log.warning("reply stalled", extra={"session_id": self.session_id})
+            await self._fail_reply(reply, "turn_failed", "the reply timed out")
+
+    async def _fail_reply(self, reply: ReplyTrack, code: str, message: str) -> None:
+        """Tell the client the turn failed and end its audio: nothing more of this reply will play."""
+        reply.failed = True
+        await self.send(error_event(code, message, turn_id=reply.turn_id))
+        if reply.assembler.announced and not reply.assembler.ended:
+            reply.assembler.ended = True
+            await self.send(server_event("audio.end", turn_id=reply.turn_id))
+
     async def _on_bus(self, message: Message) -> None:
+        if isinstance(message, ServiceError) and message.code == "session_failed":
+            # The session's transcription stopped for good: a new session is the way on.
+            await self.send(error_event(message.code, message.message))
+            await self.ws.close(code=1011, reason="speech recognition failed")
+            return
         if isinstance(message, SpeechStarted):
             await self.conversation.speech_started(message.utterance)
             return
@@ -244,8 +273,9 @@ class GatewaySession:
             await self.conversation.transcript(message.utterance, message.text, message.speech_ended_at)
             return
         reply = self.conversation.current_reply(message.turn_id)
-        if reply is None:
+        if reply is None or reply.failed:
             return  # a stale turn's late output: in realtime, no answer beats an old one
+        reply.last_output_at = time.monotonic()
         if reply.speculation is not None:
             reply.held.append(message)  # not confirmed yet: the client must not see it
             return
@@ -254,6 +284,8 @@ class GatewaySession:
     async def _deliver(self, reply: ReplyTrack, message: Message) -> None:
         """Send one piece of the current reply's output to the client."""
         if isinstance(message, ReplyPhrase):
+            if message.seq in reply.phrases:
+                return  # a retried reply sends its phrases again
             reply.phrases[message.seq] = message.text
             await self.send(
                 server_event("reply.text", turn_id=reply.turn_id, seq=message.seq, text=message.text)
@@ -266,7 +298,7 @@ class GatewaySession:
             reply.assembler.reply_done(message.phrase_count)
             await self._play(reply, [])
         elif isinstance(message, ServiceError):
-            await self.send(error_event(message.code, message.message, turn_id=reply.turn_id))
+            await self._fail_reply(reply, message.code, message.message)
 
     async def _play(self, reply: ReplyTrack, pieces: list[bytes]) -> None:
         assembler = reply.assembler

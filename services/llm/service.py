@@ -30,7 +30,7 @@ from shared.schema import (
     ServiceError,
     encode,
 )
-from shared.worker import serve_fenced_queue
+from shared.worker import serve_fenced_queue, tell_session
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class LlmService:
             await serve_fenced_queue(
                 queue, self.reply, stop,
                 concurrency=self.settings.concurrency, grace_s=self.settings.shutdown_grace_s,
+                on_failure=tell_session(self.bus, "turn_failed", "the reply could not be generated"),
             )  # fmt: skip
         finally:
             if self.generator is not None:

@@ -13,7 +13,7 @@ from shared.bus import Bus, WorkQueue
 from shared.cpu import inference_threads
 from shared.metrics import TTS_FIRST_BYTE_SECONDS
 from shared.schema import AudioChunk, Message, PhraseAudioDone, ReplyPhrase
-from shared.worker import serve_fenced_queue
+from shared.worker import serve_fenced_queue, tell_session
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,11 @@ class TtsService:
             self.bus, keys.TTS_REQUESTS, keys.TTS_GROUP, self.settings.consumer_name,
             label="tts_requests", claim_idle_ms=self.settings.claim_idle_ms,
         )  # fmt: skip
+        # A phrase that fails part-way is spoken again from the start (the gateway drops chunks it has).
         await serve_fenced_queue(
             queue, self.speak, stop,
             concurrency=self.settings.concurrency, grace_s=self.settings.shutdown_grace_s,
+            on_failure=tell_session(self.bus, "turn_failed", "the reply could not be spoken"),
         )  # fmt: skip
 
     async def speak(self, message: Message) -> None:
