@@ -32,6 +32,7 @@ from shared.metrics import (
 from shared.schema import (
     AudioFrame,
     Message,
+    ServiceError,
     SessionClosed,
     SpeechStarted,
     TranscriptFinal,
@@ -55,6 +56,9 @@ class _Utterance:
 
 
 _CHECKPOINT_EVERY_S = 0.5
+# Clients stream microphone audio all the time, and the gateway closes a socket idle for 300 s: a session
+# with no audio for longer has lost its gateway (a crash leaves no SessionClosed) and is given up.
+SESSION_IDLE_TIMEOUT_S = 360.0
 
 TurnJudge = Callable[[str, bytes], Awaitable[bool]]
 """Is the turn complete, given the transcript of the audio up to a pause and that audio?"""
@@ -77,8 +81,10 @@ class SessionTranscriber:
         speculate: bool = True,
         partial_interval_ms: int = 0,
         judge: TurnJudge | None = None,
+        idle_timeout_s: float = SESSION_IDLE_TIMEOUT_S,
     ) -> None:
         self.bus = bus
+        self._idle_timeout_s = idle_timeout_s
         self.session_id = session_id
         self.recognizer = recognizer
         self.endpointer = endpointer
@@ -116,8 +122,19 @@ class SessionTranscriber:
             await tail.close()
 
     async def _read_audio(self, tail: StreamTail) -> None:
+        heard_at = time.monotonic()
         while True:
             deliveries = await tail.read()
+            if deliveries:
+                heard_at = time.monotonic()
+            elif time.monotonic() - heard_at > self._idle_timeout_s:
+                log.warning(
+                    "no audio for too long, ending the session", extra={"session_id": self.session_id}
+                )
+                await self._publish(
+                    ServiceError, code="session_failed", message="no audio arrived for too long"
+                )
+                return
             audio = [d.message for d in deliveries if isinstance(d.message, AudioFrame)]
             if audio:
                 # Silero takes ~0.07 ms a window; still, model calls stay off the event loop.

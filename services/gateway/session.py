@@ -83,17 +83,20 @@ class GatewaySession:
 
     async def run(self) -> None:
         """Serve the session until the client leaves; always releases the session's work."""
-        await self.bus.redis.set(keys.turn_counter(self.session_id), 0, ex=SESSION_TTL_SECONDS)
-        await self.bus.send(keys.ASR_DISPATCH, SessionOpened(session_id=self.session_id, turn_id=0, seq=0))
-        await self.send(
-            server_event(
-                "session.started",
-                session_id=self.session_id,
-                input_sample_rate=ASR_SAMPLE_RATE,
-                output_sample_rate=self.conversation.sample_rate,
-            )  # fmt: skip
-        )
         try:
+            # Inside the try: once the ASR may have the session, it must hear of its end whatever happens.
+            await self.bus.redis.set(keys.turn_counter(self.session_id), 0, ex=SESSION_TTL_SECONDS)
+            await self.bus.send(
+                keys.ASR_DISPATCH, SessionOpened(session_id=self.session_id, turn_id=0, seq=0)
+            )
+            await self.send(
+                server_event(
+                    "session.started",
+                    session_id=self.session_id,
+                    input_sample_rate=ASR_SAMPLE_RATE,
+                    output_sample_rate=self.conversation.sample_rate,
+                )  # fmt: skip
+            )
             async with asyncio.TaskGroup() as group:
                 relay = group.create_task(self._relay_out())
                 await self._receive_in()

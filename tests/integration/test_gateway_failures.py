@@ -23,8 +23,10 @@ from shared.schema import (
     ReplyPhrase,
     ReplyRequested,
     ServiceError,
+    SessionClosed,
     SpeechStarted,
     TranscriptFinal,
+    decode,
 )
 from tests.eventually import eventually
 
@@ -96,6 +98,15 @@ async def _ask(bus: Bus, session: GatewaySession) -> ReplyRequested:
     request = deliveries[0].message
     assert isinstance(request, ReplyRequested)
     return request
+
+
+async def test_a_client_gone_right_after_the_handshake_still_closes_its_asr_session(bus: Bus) -> None:
+    socket = FakeSocket(gone=True)
+    session = GatewaySession(socket, bus, GatewaySettings(), 16_000)  # type: ignore[arg-type]
+    with pytest.raises(WebSocketDisconnect):
+        await session.run()
+    entries: Any = await bus.redis.xrange(keys.audio_in(session.session_id))
+    assert [type(decode(fields)) for _, fields in entries] == [SessionClosed]
 
 
 async def test_a_reply_a_service_gave_up_on_ends_with_an_error_and_audio_end(bus: Bus) -> None:

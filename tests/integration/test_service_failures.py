@@ -15,7 +15,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.asr import service as asr_service
+from services.asr.endpointer import Endpointer
 from services.asr.service import AsrService
+from services.asr.session import SessionTranscriber
 from services.asr.settings import AsrSettings
 from services.llm.engine import ChatMessage
 from services.llm.service import LlmService
@@ -192,5 +194,17 @@ async def test_an_asr_failure_tells_the_session_instead_of_going_silent(
     async with serving(service.run):
         await bus.send(keys.ASR_DISPATCH, SessionOpened(session_id=sid, turn_id=0, seq=0))
         out = await output_until(bus, sid, lambda m: isinstance(m, ServiceError), 15)
+    error: Any = out[-1]
+    assert error.code == "session_failed"
+
+
+async def test_an_asr_session_whose_audio_stops_for_good_is_given_up(bus: Bus) -> None:
+    """A gateway that crashed never sends SessionClosed: the session's transcription must not run on."""
+    sid = "asr-orphan"
+    transcriber = SessionTranscriber(
+        bus, sid, BrokenRecognizer(), Endpointer(LoudnessDetector()), speculate=False, idle_timeout_s=0.5
+    )
+    await asyncio.wait_for(transcriber.run(), timeout=5)
+    out = await output_until(bus, sid, lambda m: isinstance(m, ServiceError), 1)
     error: Any = out[-1]
     assert error.code == "session_failed"
