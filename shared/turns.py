@@ -17,16 +17,28 @@ from shared.schema import Cancel, DecodeError, decode_broadcast, encode_broadcas
 log = logging.getLogger(__name__)
 
 
-async def open_turn(redis: Redis, session_id: str) -> int:
-    """Raise the session's turn (gateway only) and broadcast that everything older is cancelled."""
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.incr(keys.turn_counter(session_id))
-        pipe.expire(keys.turn_counter(session_id), SESSION_TTL_SECONDS)
-        turn, _ = await pipe.execute()
+# INCR, but never to a number at or below one already handed out: a restarted Redis has lost the counter,
+# and a turn number used twice would let a stale turn's output through and its cancel miss.
+_RAISE_TURN = """
+local turn = redis.call('INCR', KEYS[1])
+local above = tonumber(ARGV[1])
+if turn <= above then
+  turn = above + 1
+  redis.call('SET', KEYS[1], turn)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return turn
+"""
+
+
+async def open_turn(redis: Redis, session_id: str, *, above: int = 0) -> int:
+    """Raise the session's turn past `above` (the gateway's newest; gateway only) and broadcast that
+    everything older is cancelled."""
+    turn = int(await redis.eval(_RAISE_TURN, 1, keys.turn_counter(session_id), above, SESSION_TTL_SECONDS))
     await redis.publish(
         keys.CANCEL_CHANNEL, encode_broadcast(Cancel(session_id=session_id, turn_id=turn, seq=turn))
     )
-    return int(turn)
+    return turn
 
 
 class TurnFence:

@@ -10,6 +10,8 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from shared import keys
 from shared.bus import Bus, Delivery, WorkQueue
 from shared.metrics import CANCEL_STOP_SECONDS, HANDLER_ERRORS, JOBS_ABORTED, MESSAGES_DROPPED
@@ -80,6 +82,8 @@ class QueueWorker:
         self._slots = asyncio.Semaphore(concurrency)
         self._followups: set[asyncio.Task[None]] = set()
         self._claim_due = 0.0  # monotonic time of the next look for dead replicas' entries
+        self._group_ready = False
+        self._redis_failures = 0
 
     @property
     def in_flight(self) -> int:
@@ -96,8 +100,7 @@ class QueueWorker:
                 job.task.cancel()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Work until `stop` is set, then drain."""
-        await self.queue.ensure_group()
+        """Work until `stop` is set, then drain. Redis going away pauses the loop; it never ends it."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self._leases(stop))
             try:
@@ -108,6 +111,9 @@ class QueueWorker:
                     try:
                         delivery = await self._next()
                         admitted = delivery is not None and await self._admit(delivery, group)
+                        self._redis_failures = 0
+                    except (RedisError, OSError) as exc:
+                        await self._wait_for_redis(exc, stop)
                     finally:
                         if not admitted:
                             self._slots.release()
@@ -127,6 +133,9 @@ class QueueWorker:
 
         Claiming here, with a slot in hand, rather than in the lease loop: that loop must never wait for a
         slot, or the leases of running jobs lapse and other replicas take over live work."""
+        if not self._group_ready:
+            await self.queue.ensure_group()
+            self._group_ready = True
         if time.monotonic() >= self._claim_due:
             claimed = await self.queue.claim_stale(count=1)
             # More may be waiting right behind a claimed one; otherwise look again in a lease interval.
@@ -135,6 +144,20 @@ class QueueWorker:
                 return claimed[0]
         deliveries = await self.queue.read(count=1)
         return deliveries[0] if deliveries else None
+
+    async def _wait_for_redis(self, exc: Exception, stop: asyncio.Event) -> None:
+        """Back off after a failed read (redis-py already retried it); a restarted Redis has lost the
+        group, so it is created again before the next read."""
+        if "NOGROUP" in str(exc):
+            self._group_ready = False
+        self._redis_failures += 1
+        delay = min(2.0, 0.05 * 2**self._redis_failures)
+        log.warning(
+            "redis unavailable, retrying",
+            extra={"stream": self.queue.stream, "error": str(exc), "in_s": delay},
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)
 
     @property
     def _lease_interval_s(self) -> float:

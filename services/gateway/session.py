@@ -107,7 +107,7 @@ class GatewaySession:
     async def _release(self) -> None:
         closed = SessionClosed(session_id=self.session_id, turn_id=self.turn, seq=self._frame_seq)
         await self.bus.send_to_session(keys.audio_in(self.session_id), closed)
-        await open_turn(self.bus.redis, self.session_id)  # stops any reply still being made
+        await self.open_turn()  # stops any reply still being made
         async with self.bus.redis.pipeline(transaction=False) as pipe:
             for key in keys.session_keys(self.session_id):
                 pipe.expire(key, _CLOSED_SESSION_TTL_S)
@@ -117,7 +117,7 @@ class GatewaySession:
 
     async def open_turn(self) -> int:
         """Raise the turn in Redis and broadcast the cancel of everything older."""
-        return await open_turn(self.bus.redis, self.session_id)
+        return await open_turn(self.bus.redis, self.session_id, above=self.conversation.work)
 
     async def send(self, event: dict[str, Any]) -> None:
         """Send one JSON event to the client."""
