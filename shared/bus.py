@@ -28,6 +28,9 @@ T = TypeVar("T")
 WORK_QUEUE_MAXLEN = 10_000
 SESSION_STREAM_MAXLEN = 5_000
 SESSION_TTL_SECONDS = 3_600
+# Reply requests and phrases hold transcripts and replies: trimmed once this old, handled or not (an answer
+# that late is of no use in realtime, and the text should not linger).
+WORK_QUEUE_RETENTION_S = 300.0
 DEAD_LETTER_MAXLEN = 1_000
 DEAD_LETTER_RETENTION_S = 24 * 3_600
 
@@ -174,6 +177,7 @@ class WorkQueue:
         block_ms: int = 1000,
         claim_idle_ms: int = 15_000,
         max_deliveries: int = 5,
+        retention_s: float | None = None,
     ) -> None:
         self.bus = bus
         self.stream = stream
@@ -183,6 +187,8 @@ class WorkQueue:
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
         self.max_deliveries = max_deliveries
+        self.retention_s = retention_s
+        """Entries older than this are trimmed away, handled or not (None: only the length is bounded)."""
         self._reader = bus.blocking_client()
         self._claim_cursor: bytes | str = "0-0"
         self._renew = bus.redis.register_script(_RENEW_LEASES)
@@ -220,6 +226,13 @@ class WorkQueue:
             self._renew(keys=[self.stream], args=[self.group, self.consumer, *entry_ids])
         )
         return [bytes(entry_id) for entry_id in lost]
+
+    async def trim(self) -> None:
+        """Drop entries older than `retention_s` (a queued request that old is no use to anyone)."""
+        if self.retention_s is not None:
+            await cancel_safe(
+                self.bus.redis.xtrim(self.stream, minid=_min_id(self.retention_s), approximate=True)
+            )
 
     async def claim_stale(self, count: int = 10) -> list[Delivery]:
         """Take over entries idle longer than `claim_idle_ms` (their consumer is presumed dead)."""

@@ -233,6 +233,7 @@ class QueueWorker:
                 await asyncio.wait_for(stop.wait(), timeout=self._lease_interval_s)
             try:
                 lost = await self.queue.keep_alive(list(self._jobs))
+                await self.queue.trim()
             except Exception as exc:
                 log.warning("lease upkeep failed", extra={"stream": self.queue.stream, "error": str(exc)})
                 continue

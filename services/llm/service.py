@@ -11,7 +11,7 @@ from services.llm.factory import generator_for
 from services.llm.phrases import PhraseChunker
 from services.llm.settings import LlmSettings
 from shared import keys
-from shared.bus import Bus, StreamTail, WorkQueue, cancel_safe
+from shared.bus import WORK_QUEUE_RETENTION_S, Bus, StreamTail, WorkQueue, cancel_safe
 from shared.cpu import inference_threads
 from shared.history import HistoryEntry, load_history
 from shared.metrics import (
@@ -58,6 +58,7 @@ class LlmService:
         queue = WorkQueue(
             self.bus, keys.LLM_REQUESTS, keys.LLM_GROUP, self.settings.consumer_name,
             label="llm_requests", claim_idle_ms=self.settings.claim_idle_ms,
+            retention_s=WORK_QUEUE_RETENTION_S,
         )  # fmt: skip
         try:
             await serve_fenced_queue(

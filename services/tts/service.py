@@ -9,7 +9,7 @@ import time
 from services.tts.engine import PiperSynthesizer, Synthesizer
 from services.tts.settings import TtsSettings
 from shared import keys
-from shared.bus import Bus, WorkQueue
+from shared.bus import WORK_QUEUE_RETENTION_S, Bus, WorkQueue
 from shared.cpu import inference_threads
 from shared.metrics import TTS_FIRST_BYTE_SECONDS
 from shared.schema import AudioChunk, Message, PhraseAudioDone, ReplyPhrase
@@ -40,6 +40,7 @@ class TtsService:
         queue = WorkQueue(
             self.bus, keys.TTS_REQUESTS, keys.TTS_GROUP, self.settings.consumer_name,
             label="tts_requests", claim_idle_ms=self.settings.claim_idle_ms,
+            retention_s=WORK_QUEUE_RETENTION_S,
         )  # fmt: skip
         # A phrase that fails part-way is spoken again from the start (the gateway drops chunks it has).
         await serve_fenced_queue(

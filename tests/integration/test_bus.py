@@ -41,11 +41,13 @@ async def running(
     claim_idle_ms: int = 15_000,
     grace_s: float = 5.0,
     block_ms: int = 100,
+    retention_s: float | None = None,
 ) -> AsyncIterator[QueueWorker]:
     """A QueueWorker running in the background until the block ends."""
     queue = WorkQueue(
-        bus, STREAM, GROUP, consumer, label="test", block_ms=block_ms, claim_idle_ms=claim_idle_ms
-    )
+        bus, STREAM, GROUP, consumer, label="test", block_ms=block_ms, claim_idle_ms=claim_idle_ms,
+        retention_s=retention_s,
+    )  # fmt: skip
     worker = QueueWorker(queue, handler, fence=fence, concurrency=concurrency, grace_s=grace_s)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))

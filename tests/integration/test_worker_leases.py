@@ -92,3 +92,22 @@ async def test_work_taken_over_stays_with_the_new_owner_and_the_old_one_stops(bu
         assert await _owners(bus) == {entry_id: b"rival"}
     assert await _owners(bus) == {entry_id: b"rival"}, "the old owner neither acks nor requeues it"
     assert await bus.redis.xlen(STREAM) == 1
+
+
+async def test_handled_requests_do_not_linger_in_the_queue(bus: Bus) -> None:
+    """Reply requests carry transcripts: once older than the queue's retention they are trimmed away."""
+    handled: list[str] = []
+
+    async def handle(message: Message) -> None:
+        handled.append(message.session_id)
+
+    async with running(bus, handle, consumer="a", claim_idle_ms=CLAIM_IDLE_MS, retention_s=0.5):
+        for n in range(3):
+            await bus.send(STREAM, _request(f"s{n}", 0))
+        await eventually(lambda: len(handled) == 3)
+        assert await bus.redis.xlen(STREAM) == 3
+
+        async def trimmed() -> bool:
+            return await bus.redis.xlen(STREAM) == 0
+
+        await eventually(trimmed, within=3)

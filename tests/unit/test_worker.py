@@ -59,6 +59,9 @@ class FakeQueue:
     async def keep_alive(self, entry_ids: list[Any]) -> list[bytes]:
         return []
 
+    async def trim(self) -> None:
+        pass
+
     async def claim_stale(self, count: int = 10) -> list[Delivery]:
         return []
 
