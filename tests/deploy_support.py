@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,13 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
-K8S = ROOT / "deploy" / "k8s"
+K8S = ROOT / "deploy" / "k8s" / "base"
+K8S_OVERLAY = ROOT / "deploy" / "k8s" / "overlays" / "example"
+REDIS_ACL_SCRIPT = K8S / "redis-acl.sh"
+COMPOSE_OVERRIDES = (ROOT / "compose.replicas.yaml", ROOT / "compose.public.yaml")
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+GRAFANA = ROOT / "deploy" / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "voxmesh.json"
 
 SERVICES = ("gateway", "asr", "llm", "tts")
 MODEL_SERVICES = ("asr", "llm", "tts")
@@ -42,6 +49,10 @@ QUEUES = {
     "llm": (keys.LLM_REQUESTS, keys.LLM_GROUP),
     "tts": (keys.TTS_REQUESTS, keys.TTS_GROUP),
 }
+# The Redis users of deploy/k8s/base/redis-acl.sh: one per service, plus KEDA's and the exporter's.
+REDIS_USERS = (*SERVICES, "keda", "exporter")
+# The work queues, as the Redis exporter is told to watch them.
+EXPORTED_STREAMS = ",".join(stream for stream, _ in QUEUES.values())
 GEMINI_ENV = {"GEMINI_API_KEY", "GOOGLE_API_KEY", "VOXMESH_LLM_GEMINI_API_KEY"}
 GOOGLE_KEY_PATTERN = re.compile(r"AIza[0-9A-Za-z_\-]{35}")
 HEALTH_PATHS = {"/healthz", "/readyz"}
@@ -87,15 +98,25 @@ def main_container(deployment: dict[str, Any]) -> dict[str, Any]:
     return containers[0]
 
 
-def k8s_env(container: dict[str, Any]) -> dict[str, str]:
-    """The container's env: the ConfigMaps it loads, then its own literal values."""
-    configmaps = manifests_of_kind("ConfigMap")
+def secret_placeholder(secret: str, key: str) -> str:
+    """What k8s_env puts where a container reads a Secret's key (URL-safe, like the real values)."""
+    return f"secret-{secret}-{key}"
+
+
+def k8s_env(container: dict[str, Any], docs: list[dict[str, Any]] | None = None) -> dict[str, str]:
+    """The container's env as the kubelet builds it: the ConfigMaps it loads, then its own items in
+    order, `$(NAME)` expanded from what came before; a Secret's key reads as secret_placeholder()."""
+    configmaps = of_kind(k8s_docs() if docs is None else docs, "ConfigMap")
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         env.update({k: str(v) for k, v in configmaps[source["configMapRef"]["name"]]["data"].items()})
     for item in container.get("env", []):
         if "value" in item:
-            env[item["name"]] = str(item["value"])
+            value = str(item["value"])
+            env[item["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), value)
+        elif "secretKeyRef" in item.get("valueFrom", {}):
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = secret_placeholder(ref["name"], ref["key"])
     return env
 
 
@@ -135,6 +156,42 @@ def seconds_of(duration: str) -> float:
     parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", duration)
     assert parts and "".join(n + u for n, u in parts) == duration, f"bad duration {duration!r}"
     return sum(float(n) * units[u] for n, u in parts)
+
+
+def kustomize_build(path: Path) -> list[dict[str, Any]]:
+    """The rendered kustomization (`kustomize build`, else `kubectl kustomize`); skipped without either."""
+    kustomize = shutil.which("kustomize")
+    kubectl = shutil.which("kubectl")
+    if kustomize is not None:
+        command = [kustomize, "build", str(path)]
+    elif kubectl is not None:
+        command = [kubectl, "kustomize", str(path)]
+    else:
+        pytest.skip("neither kustomize nor kubectl is installed")
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == kind}
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels and matchExpressions; {} selects all) matches `labels`."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        present = expression["key"] in labels
+        value = labels.get(expression["key"])
+        operator = expression["operator"]
+        if operator == "In" and value not in expression["values"]:
+            return False
+        if operator == "NotIn" and value in expression.get("values", []):
+            return False
+        if (operator == "Exists" and not present) or (operator == "DoesNotExist" and present):
+            return False
+    return True
 
 
 def validator(name: str) -> str:
