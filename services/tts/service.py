@@ -8,6 +8,7 @@ import time
 
 from services.tts.engine import PiperSynthesizer, Synthesizer
 from services.tts.settings import TtsSettings
+from services.tts.speakable import speakable
 from shared import keys
 from shared.bus import WORK_QUEUE_RETENTION_S, Bus, WorkQueue
 from shared.cpu import inference_threads
@@ -59,7 +60,8 @@ class TtsService:
         ids = {"session_id": message.session_id, "turn_id": message.turn_id, "phrase_seq": message.seq}
         started = time.monotonic()
         count = 0
-        async for pcm in self.synthesizer.stream(message.text, message.output_sample_rate):
+        # The client shows the model's text; the voice says its speakable form (no symbols read out).
+        async for pcm in self.synthesizer.stream(speakable(message.text), message.output_sample_rate):
             if count == 0:
                 TTS_FIRST_BYTE_SECONDS.observe(time.monotonic() - started)
             chunk = AudioChunk(**ids, seq=count, sample_rate=message.output_sample_rate, audio=pcm)

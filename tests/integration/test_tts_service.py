@@ -4,6 +4,7 @@ the phrases still queued for the stale turn are dropped without being synthesize
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 from prometheus_client import REGISTRY
@@ -67,3 +68,33 @@ async def test_cancel_stops_the_phrase_in_synthesis_and_drops_queued_ones(bus: B
     assert await bus.redis.xpending(keys.TTS_REQUESTS, keys.TTS_GROUP) == {
         "pending": 0, "min": None, "max": None, "consumers": []
     }, "every entry was acked: none left for another replica to speak"  # fmt: skip
+
+
+class RecordingSynthesizer:
+    """Says nothing; remembers what it was asked to say."""
+
+    native_rate = 16_000
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    async def stream(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
+        self.texts.append(text)
+        yield b"\0\0" * 160
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_the_voice_gets_the_speakable_form_of_the_phrase(bus: Bus) -> None:
+    synthesizer = RecordingSynthesizer()
+    service = TtsService(TtsSettings(consumer_name="t", redis_url=bus.url), bus, synthesizer)
+    phrase = ReplyPhrase(
+        session_id="tts-speakable",
+        turn_id=0,
+        seq=0,
+        text="**Yes!** It costs $5 🙂",
+        output_sample_rate=16_000,
+    )
+    await service.speak(phrase)
+    assert synthesizer.texts == ["Yes! It costs five dollars"]
