@@ -20,7 +20,7 @@ import services.tts.service
 import shared.bus
 import shared.metrics
 import shared.worker
-from tests.deploy_support import DASHBOARD, EXPORTED_STREAMS
+from tests.deploy_support import DASHBOARD, EXPORTED_STREAMS, ROOT
 
 pytestmark = pytest.mark.unit
 
@@ -58,18 +58,23 @@ _PROMQL_WORDS = {
 }
 
 
-def _voxmesh_series() -> dict[str, set[str]]:
-    """Every series name the services can expose, with its label names (a histogram's _bucket adds le)."""
-    series: dict[str, set[str]] = {}
+def _voxmesh_metrics() -> dict[str, tuple[str, set[str]]]:
+    """Every voxmesh metric the code registers: name -> (type, label names)."""
+    metrics: dict[str, tuple[str, set[str]]] = {}
     # REGISTRY's collectors are the metric objects themselves: their type and label names are what
     # /metrics will show (a labelled metric has no samples until first used, so samples cannot say).
     for collector in set(REGISTRY._names_to_collectors.values()):
-        name = getattr(collector, "_name", "")
-        kind = getattr(collector, "_type", None)
-        if not name.startswith("voxmesh_") or kind not in _SUFFIXES:
-            continue
-        labels = set(getattr(collector, "_labelnames", ()))
-        for suffix in _SUFFIXES[kind]:
+        name = str(getattr(collector, "_name", ""))
+        if name.startswith("voxmesh_"):
+            metrics[name] = (str(getattr(collector, "_type", "")), set(getattr(collector, "_labelnames", ())))
+    return metrics
+
+
+def _voxmesh_series() -> dict[str, set[str]]:
+    """Every series name the services can expose, with its label names (a histogram's _bucket adds le)."""
+    series: dict[str, set[str]] = {}
+    for name, (kind, labels) in _voxmesh_metrics().items():
+        for suffix in _SUFFIXES.get(kind, ("",)):
             series[name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
     return series
 
@@ -166,3 +171,21 @@ def test_dashboard_works_with_any_prometheus_data_source() -> None:
     assert len(ids) == len(set(ids)), "panel ids are unique"
     assert dashboard["uid"] == "voxmesh"
     assert not any(module is None for module in (*_METRIC_MODULES, *_SHARED_MODULES))
+
+
+def test_deploy_docs_catalogue_every_metric() -> None:
+    """docs/deploy.md's metrics table names every metric the code registers, with its type and labels."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    rows = {
+        match[1]: (match[2], match[3])
+        for match in re.finditer(r"^\| `(voxmesh_\w+)` \|\s*(\w+)\s*\|([^|]*)\|", text, re.MULTILINE)
+    }
+    documented = {}
+    for name, (kind, labels) in rows.items():
+        base = name.removesuffix("_total") if kind == "counter" else name
+        # Label names; the values some rows list follow in parentheses.
+        documented[base] = (kind, set(re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", labels))))
+    registered = _voxmesh_metrics()
+    assert set(documented) == set(registered), "docs/deploy.md's metrics table and the code disagree"
+    for name, (kind, labels) in registered.items():
+        assert documented[name] == (kind, labels), f"{name}: documented as {documented[name]}"
