@@ -9,13 +9,15 @@
 #   exporter/password.json   the exporter's Redis password, in redis_exporter's format (uid 59000)
 #   grafana/admin-password   Grafana's admin password (uid 472)
 set -eu
-root=/run/voxmesh
+# Overridable for the tests only.
+root=${VOXMESH_CREDENTIALS_DIR:-/run/voxmesh}
+acl_script=${VOXMESH_REDIS_ACL_SCRIPT:-/opt/voxmesh/redis-acl.sh}
 umask 077
 
 new_secret() {
     if [ ! -s "$1" ]; then
-        # 32 random bytes as hex: URL-safe, so it can sit in a redis:// URL as it is.
-        head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$1"
+        # 64 random hex digits (256 bits): URL-safe, so it can sit in a redis:// URL as it is.
+        tr -dc 'a-f0-9' < /dev/urandom | head -c 64 > "$1"
         echo "credentials: created $1"
     fi
 }
@@ -26,7 +28,7 @@ for user in gateway asr llm tts keda exporter; do
 done
 new_secret "$root/gateway/token-secret"
 new_secret "$root/grafana/admin-password"
-sh /opt/voxmesh/redis-acl.sh "$root/redis-users" "$root/redis/users.acl"
+sh "$acl_script" "$root/redis-users" "$root/redis/users.acl"
 printf '{"redis://redis:6379": "%s"}\n' "$(cat "$root/redis-users/exporter")" > "$root/exporter/password.json"
 
 # Each file is readable by the one uid that needs it: voxmesh 10001, redis 999, redis_exporter

@@ -4,6 +4,7 @@ service; the compose files validate against the compose spec offline."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -182,6 +183,42 @@ def test_compose_credentials_are_generated_once_into_a_volume() -> None:
         relative = path.removeprefix("/run/voxmesh/")
         directory, file = relative.split("/")
         assert f'"$root/{directory}/{file}"' in script, path
+
+
+def test_credentials_script_creates_everything_once(tmp_path: Path) -> None:
+    """credentials.sh, run twice (chown and chmod stubbed: it runs as root in compose)."""
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for name in ("chown", "chmod"):
+        (stubs / name).write_text("#!/bin/sh\nexit 0\n")
+        (stubs / name).chmod(0o755)
+    root = tmp_path / "credentials"
+    env = {
+        "PATH": f"{stubs}:{os.environ['PATH']}",
+        "VOXMESH_CREDENTIALS_DIR": str(root),
+        "VOXMESH_REDIS_ACL_SCRIPT": str(ROOT / "deploy" / "k8s" / "base" / "redis-acl.sh"),
+    }
+
+    def run() -> dict[str, str]:
+        subprocess.run(["sh", str(CREDENTIALS_SCRIPT)], env=env, check=True, capture_output=True)
+        return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    first = run()
+    assert run() == first, "a second run changes nothing"
+    for user in REDIS_USERS:
+        assert re.fullmatch(r"[0-9a-f]{64}", first[f"redis-users/{user}"]), user
+    assert len({first[f"redis-users/{user}"] for user in REDIS_USERS}) == len(REDIS_USERS)
+    assert re.fullmatch(r"[0-9a-f]{64}", first["gateway/token-secret"])
+    assert re.fullmatch(r"[0-9a-f]{64}", first["grafana/admin-password"])
+    acl = first["redis/users.acl"]
+    assert acl.startswith("user default off") and not any(
+        first[f"redis-users/{u}"] in acl for u in REDIS_USERS
+    )
+    # The exporter's password file is keyed by the address it is told to scrape.
+    exporter = compose_env(compose_file()["services"]["redis-exporter"])
+    assert json.loads(first["exporter/password.json"]) == {
+        exporter["REDIS_ADDR"]: first["redis-users/exporter"]
+    }
 
 
 def test_compose_healthchecks_hit_readyz_on_the_settings_port(clean_env: pytest.MonkeyPatch) -> None:

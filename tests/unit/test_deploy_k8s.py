@@ -5,6 +5,7 @@ overlay render and validate offline."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -456,6 +457,34 @@ def test_overlay_renders_and_validates(tmp_path: Path) -> None:
     [ingress] = of_kind(docs, "Ingress").values()
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend == {"name": "gateway", "port": {"name": "http"}}
+
+
+def test_managed_redis_component_replaces_the_dev_redis(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    overlay = tmp_path / "managed"
+    overlay.mkdir()
+    relative = Path(os.path.relpath(K8S.parent, overlay))
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [str(relative / "base")],
+                "components": [str(relative / "components" / "managed-redis")],
+            }
+        )
+    )
+    docs = kustomize_build(overlay)
+    rendered = tmp_path / "managed.yaml"
+    rendered.write_text(yaml.safe_dump_all(docs))
+    _validate([rendered])
+    assert "redis" not in of_kind(docs, "Deployment") and "redis" not in of_kind(docs, "Service")
+    deployments = of_kind(docs, "Deployment")
+    for name in SERVICES:
+        settings = settings_for(name, k8s_env(main_container(deployments[name]), docs), clean_env)
+        url = urlsplit(settings.redis_url)
+        assert url.scheme == "rediss" and url.hostname != "redis" and url.username == name
 
 
 def test_prometheus_operator_monitors_scrape_every_metrics_port(clean_env: pytest.MonkeyPatch) -> None:
