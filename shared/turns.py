@@ -34,7 +34,8 @@ return turn
 async def open_turn(redis: Redis, session_id: str, *, above: int = 0) -> int:
     """Raise the session's turn past `above` (the gateway's newest; gateway only) and broadcast that
     everything older is cancelled."""
-    turn = int(await redis.eval(_RAISE_TURN, 1, keys.turn_counter(session_id), above, SESSION_TTL_SECONDS))
+    raised = redis.eval(_RAISE_TURN, 1, keys.turn_counter(session_id), above, SESSION_TTL_SECONDS)
+    turn = int(await cancel_safe(raised))
     await redis.publish(
         keys.CANCEL_CHANNEL, encode_broadcast(Cancel(session_id=session_id, turn_id=turn, seq=turn))
     )
