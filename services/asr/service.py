@@ -32,7 +32,9 @@ class AsrService:
         self.recognizer = recognizer
         silence_ms = settings.incomplete_silence_ms if settings.turn_policy else settings.min_silence_ms
         self.endpointer_config = EndpointerConfig(
-            min_silence_ms=silence_ms, barge_in_min_ms=settings.barge_in_min_ms
+            min_silence_ms=silence_ms,
+            barge_in_min_ms=settings.barge_in_min_ms,
+            post_roll_ms=settings.pause_ms,
         )
         self.policy: TurnPolicy | None = None
 

@@ -19,8 +19,11 @@ class AsrSettings(ServiceSettings):
     max_sessions: int = 64
     min_silence_ms: int = 400
     """Silence after speech that ends an utterance when the turn policy is off."""
+    pause_ms: int = Field(default=150, ge=64, le=390)
+    """Silence after speech that counts as a pause: the speculative final and the turn policy's verdict
+    start then, and the utterance keeps this much trailing silence."""
     turn_policy: bool = True
-    """At each pause (150 ms of silence) judge from the words whether the turn is over
+    """At each pause (`pause_ms` of silence) judge from the words whether the turn is over
     (services/asr/turn_policy.py): a finished question ends the turn at once, a sentence broken off
     ("What is the capital of …") is given `incomplete_silence_ms` to go on. Off: every utterance ends
     after `min_silence_ms`."""
