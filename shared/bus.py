@@ -7,9 +7,9 @@ import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -43,6 +43,44 @@ def _retry() -> Retry:
         retries=12,
         supported_errors=(RedisConnectionError, RedisTimeoutError),
     )
+
+
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+"""URL schemes that select the Redis Cluster client, and the plain scheme each stands for."""
+
+
+def is_cluster_url(url: str) -> bool:
+    """Whether `url` names a Redis Cluster (`redis+cluster://` or `rediss+cluster://`)."""
+    return url.partition("://")[0].lower() in CLUSTER_SCHEMES
+
+
+def connect(url: str, *, blocking: bool = False) -> Redis:
+    """A client for `url`: redis-py's cluster client for a `redis+cluster://` URL (any node of the cluster
+    as the address; the others are discovered), the plain client otherwise.
+
+    `blocking`: a client for blocking reads alone, with no socket timeout (a plain client also keeps a
+    single connection; a cluster client has its own connection per node and is never shared either).
+
+    The cluster client is typed as the plain one: it answers the same commands, routed by key slot, and
+    every key a pipeline or script touches is either one work queue or one session's hash-tagged keys
+    (shared/keys.py). Pub/sub on it is the plain kind: PUBLISH reaches subscribers on every node.
+    """
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower() in CLUSTER_SCHEMES:
+        plain = f"{CLUSTER_SCHEMES[scheme.lower()]}{sep}{rest}"
+        options: dict[str, Any] = {"socket_timeout": None} if blocking else {}
+        return cast(Redis, RedisCluster.from_url(plain, retry=_retry(), **options))
+    if blocking:
+        return Redis.from_url(url, socket_timeout=None, single_connection_client=True, retry=_retry())
+    return Redis.from_url(url, retry=_retry())
+
+
+async def load_slots(client: Redis) -> None:
+    """Have a cluster client fetch the slot map now (its pub/sub picks a node by the channel's slot and
+    needs the map before its first command); a plain client needs nothing."""
+    cluster: object = client
+    if isinstance(cluster, RedisCluster):
+        await cluster.initialize()
 
 
 def _min_id(age_s: float) -> str:
@@ -97,11 +135,11 @@ class Bus:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.redis: Redis = Redis.from_url(url, retry=_retry())
+        self.redis: Redis = connect(url)
 
     def blocking_client(self) -> Redis:
         """A client of its own for blocking reads: no socket timeout, never shared, safe to abandon."""
-        return Redis.from_url(self.url, socket_timeout=None, single_connection_client=True, retry=_retry())
+        return connect(self.url, blocking=True)
 
     async def ping(self) -> bool:
         """Whether Redis answers."""

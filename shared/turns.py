@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared import keys
-from shared.bus import SESSION_TTL_SECONDS, Bus, cancel_safe
+from shared.bus import SESSION_TTL_SECONDS, Bus, cancel_safe, load_slots
 from shared.schema import Cancel, DecodeError, decode_broadcast, encode_broadcast
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ class CancelListener:
         while True:
             client = self._bus.blocking_client()
             try:
+                await load_slots(client)
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(keys.CANCEL_CHANNEL)
                     self.subscribed.set()
