@@ -1,4 +1,4 @@
-"""Benchmarks of a running voxmesh, as `voxmesh bench ...`: latency per stage, mesh vs in-process."""
+"""Benchmarks of voxmesh, as `voxmesh bench ...`: latency per stage (mesh vs in-process), and load."""
 
 from clients.bench.cli import add_arguments, run
 

@@ -58,10 +58,78 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     latency.add_argument(
         "--timeout", type=float, default=60.0, help="seconds for a reply before the turn fails (default 60)"
     )
+    _add_load(benchmarks)
+
+
+LOAD_DESCRIPTION = """\
+K concurrent real-time sessions (the talk client: 20 ms frames on a real-time clock, a modelled
+loudspeaker) through the real gateway, for each K of a sweep, against a stack this command starts on
+loopback: Redis, the gateway, and ASR, LLM and TTS workers, either the real services (--engines real)
+or their real loops with fake engines that only wait (--engines fake: the mesh itself). Reports
+voice-to-voice p50/p95 (end of speech to the first reply audio at the client), bus hop p50/p99 (every
+service's voxmesh_bus_delivery_seconds), dropped frames, reply playback gaps, CPU and memory per
+process and per session, and the replicas the autoscalers (HPA, KEDA) would ask for; finds the knee,
+then runs the same sweep with two replicas of the service that limited it."""
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a comma-separated list of numbers, got {text!r}") from None
+
+
+def _add_load(benchmarks: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    load = benchmarks.add_parser(
+        "load",
+        help="K concurrent sessions: the knee, and what a second replica buys",
+        description=LOAD_DESCRIPTION,
+    )
+    load.add_argument("--engines", choices=("fake", "real"), default="fake", help="default: fake")
+    load.add_argument(
+        "--sessions",
+        type=_sizes,
+        metavar="K,K,...",
+        help="the sweep (default fake 10,25,50,100,150,200; real 1,2,3,4)",
+    )
+    load.add_argument("--turns", type=int, metavar="N", help="questions per session (default fake 3, real 2)")
+    load.add_argument(
+        "--stagger",
+        type=float,
+        default=4.0,
+        metavar="S",
+        help="sessions start spread over S seconds (default 4)",
+    )
+    load.add_argument(
+        "--scale",
+        default="auto",
+        metavar="auto|none|SERVICE",
+        help="the second sweep: two replicas of the limiting service (auto), of SERVICE, or none",
+    )
+    load.add_argument("--replicas", type=int, default=2, metavar="N", help="replicas in the second sweep")
+    load.add_argument(
+        "--client-procs",
+        type=int,
+        default=2,
+        metavar="N",
+        help="client processes sharing the sessions (default 2)",
+    )
+    load.add_argument("--timeout", type=float, default=60.0, help="seconds for each reply (default 60)")
+    load.add_argument("--fake-asr-ms", type=float, default=50.0, help="fake transcription time (default 50)")
+    load.add_argument("--fake-llm-first-ms", type=float, default=150.0, help="fake first token (default 150)")
+    load.add_argument("--fake-llm-token-ms", type=float, default=20.0, help="fake time per word (default 20)")
+    load.add_argument("--fake-tts-first-ms", type=float, default=60.0, help="fake first audio (default 60)")
+    load.add_argument("--json", type=Path, metavar="OUT.json", help="write every level's figures")
+    load.add_argument("--plot", type=Path, metavar="OUT.png", help="plot the sweeps (matplotlib)")
+    load.add_argument("--doc", type=Path, metavar="FILE.md", help="append the results as a section")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen benchmark with parsed arguments; returns the process exit code."""
+    if args.benchmark == "load":
+        from clients.bench.loadsweep import run_load
+
+        return run_load(args)
     from clients.bench.latency import run_latency
 
     return run_latency(args)

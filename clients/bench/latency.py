@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shlex
 import signal
 import sys
 from collections.abc import Iterator
@@ -19,19 +18,9 @@ from clients.bench.load import busy_cores
 from clients.bench.mesh import MeshBench
 from clients.bench.pauses import ask_paused, synthesize_paused
 from clients.bench.questions import Question, load_folder, synthesize
-from clients.bench.report import Run, doc_section, load_average, summary, to_json
+from clients.bench.report import Run, command_line, doc_section, load_average, summary, to_json
 from clients.bench.results import TurnResult
 from clients.bench.stack import voxmesh_up
-
-
-def _command() -> str:
-    """The command line as typed, for the record."""
-    program = sys.argv[0]
-    if os.path.basename(program) == "voxmesh":
-        program = os.path.relpath(program) if os.path.isabs(program) else program
-    else:
-        program = "voxmesh"
-    return shlex.join([program, *sys.argv[1:]])
 
 
 def _describe(turn: TurnResult) -> str:
@@ -93,7 +82,8 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 @contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt in the block, so stacks and busy loops stop on the way out."""
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         yield
@@ -133,12 +123,12 @@ def run_latency(args: argparse.Namespace) -> int:
         print("voxmesh bench latency: error: --runs must be >= 1, --busy-cores >= 0", file=sys.stderr)
         return 2
     try:
-        with _sigterm_interrupts():
+        with sigterm_interrupts():
             wav_dir: Path | None = args.wav_dir
             questions = load_folder(wav_dir) if wav_dir is not None else synthesize()
             stack = voxmesh_up(args.start) if args.start is not None else nullcontext(args.url)
             with stack as url:
-                run = Run(_command(), url, args.runs, args.busy_cores, [q.name for q in questions])
+                run = Run(command_line(), url, args.runs, args.busy_cores, [q.name for q in questions])
                 asyncio.run(_bench(run, questions, args.in_process, args.timeout, args.token))
                 if args.pauses:
                     asyncio.run(_pauses(run, synthesize_paused(), args.timeout, args.token))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shlex
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +27,16 @@ def machine() -> str:
     except OSError:
         pass
     return f"{len(os.sched_getaffinity(0))} CPUs (nproc), {model}"
+
+
+def command_line() -> str:
+    """The command line as typed, for the record."""
+    program = sys.argv[0]
+    if os.path.basename(program) == "voxmesh":
+        program = os.path.relpath(program) if os.path.isabs(program) else program
+    else:
+        program = "voxmesh"
+    return shlex.join([program, *sys.argv[1:]])
 
 
 def load_average() -> str:
