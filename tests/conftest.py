@@ -7,6 +7,7 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from shared.bus import Bus
 from shared.redis_server import LocalRedisServer, server_binary_for
@@ -14,6 +15,18 @@ from shared.redis_server import LocalRedisServer, server_binary_for
 # The bundled server always exists; Debian's is installed by .ci/run (and `make test`).
 REDIS_SERVERS = ["bundled", "redis-server"]
 _CATEGORIES = {"unit", "integration", "e2e"}
+
+# Property-based tests (hypothesis): `smoke` in every run; `--hypothesis-profile=fuzz` is the full fuzzing
+# run, 100,000 inputs per test (docs/security.md). No example database: runs leave no files behind.
+settings.register_profile("smoke", max_examples=300, deadline=None, database=None)
+settings.register_profile(
+    "fuzz",
+    max_examples=100_000,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("smoke")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -37,6 +50,15 @@ def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """URL of a fresh real Redis server, once per server kind."""
     with LocalRedisServer(_redis_binary(request.param)) as server:
         yield server.url
+
+
+@pytest.fixture
+def clean_voxmesh_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No VOXMESH_ variables from the developer's shell leak into settings built in the test."""
+    for name in list(os.environ):
+        if name.startswith("VOXMESH_"):
+            monkeypatch.delenv(name)
+    yield
 
 
 @pytest.fixture

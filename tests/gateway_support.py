@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from services.gateway.app import Gateway
 from services.gateway.settings import GatewaySettings
 from shared.bus import Bus
-from shared.runner import http_server
 
 
 @asynccontextmanager
@@ -17,7 +16,7 @@ async def serving(settings: GatewaySettings, bus: Bus, drain_s: float = 5.0) -> 
     """The gateway's public app listening on `settings.http_host:http_port`, as `voxmesh gateway` serves
     it; on the way out its sessions get `drain_s` to end (the tests' clients have left by then)."""
     gateway = Gateway(settings, bus)
-    server = http_server(gateway.app(), settings, ws_max_size=settings.ws_max_message_bytes)
+    server = gateway.server()
     task = asyncio.create_task(server.serve())
     while not server.started:
         assert not task.done(), "uvicorn did not start"

@@ -18,7 +18,7 @@ async def serve(settings: GatewaySettings) -> None:
     """Serve until SIGTERM/SIGINT, then drain sessions and exit."""
     bus = Bus(settings.redis_url)
     gateway = Gateway(settings, bus)
-    server = http_server(gateway.app(), settings, ws_max_size=settings.ws_max_message_bytes)
+    server = gateway.server()
     metrics_at = settings.model_copy(
         update={"http_host": settings.metrics_host, "http_port": settings.metrics_port}
     )

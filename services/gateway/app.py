@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections import Counter
 from pathlib import Path
 
+import uvicorn
 from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -15,15 +16,21 @@ from fastapi.staticfiles import StaticFiles
 from services.gateway.access import Access, chosen_subprotocol
 from services.gateway.session import GatewaySession
 from services.gateway.settings import GatewaySettings
+from services.gateway.transport import GatewayWebSocketProtocol
 from shared.auth import redact_token_logs
 from shared.bus import Bus
 from shared.metrics import GATEWAY_CLIENT_ERRORS, GATEWAY_SESSIONS
-from shared.runner import Readiness, health_router, metrics_router
+from shared.runner import Readiness, health_router, http_server, metrics_router
 
 log = logging.getLogger(__name__)
 
 # The web page a person talks to (plain ES modules, no build step); package data, so wheels carry it.
 STATIC_DIR = Path(__file__).parent / "static"
+# Of the shutdown grace: the end of it, kept for the server to stop (uvicorn waits this long for its
+# connections, then cancels), and before that, for closing sessions whose reply is still going out.
+_SERVER_STOP_S = 1.0
+_CLOSING_S = 2.0
+_DRAIN_POLL_S = 0.05
 
 
 class Gateway:
@@ -39,8 +46,16 @@ class Gateway:
         self.readiness = Readiness(bus)
         self.readiness.loaded = True  # nothing to load: ready as soon as Redis answers
         self.sessions: set[GatewaySession] = set()
+        self._per_ip: Counter[str] = Counter()
         self._no_sessions = asyncio.Event()
         self._no_sessions.set()
+
+    def server(self) -> uvicorn.Server:
+        """The public app under uvicorn, as `voxmesh gateway` serves it (closes bounded: see transport)."""
+        return http_server(
+            self.app(), self.settings, ws_max_size=self.settings.ws_max_message_bytes,
+            ws=GatewayWebSocketProtocol, timeout_graceful_shutdown=_SERVER_STOP_S * 0.8,
+        )  # fmt: skip
 
     def app(self) -> FastAPI:
         """The public ASGI app (no `/metrics`: that is `metrics_app`, on its own port)."""
@@ -89,8 +104,16 @@ class Gateway:
         if self.readiness.draining or len(self.sessions) >= self.settings.max_sessions:
             await websocket.close(code=1013, reason="try again later")
             return
+        address = websocket.client.host if websocket.client else ""
+        per_ip = self.settings.max_sessions_per_ip
+        if per_ip and self._per_ip[address] >= per_ip:
+            GATEWAY_CLIENT_ERRORS.labels(reason="per_ip_limit").inc()
+            log.info("session refused", extra={"reason": "too many sessions from one address"})
+            await websocket.close(code=1013, reason="too many sessions from this address")
+            return
         session = GatewaySession(websocket, self.bus, self.settings, output_sample_rate)
         self.sessions.add(session)
+        self._per_ip[address] += 1
         self._no_sessions.clear()
         GATEWAY_SESSIONS.inc()
         try:
@@ -100,17 +123,38 @@ class Gateway:
             await _close_quietly(websocket, 1011, "internal error")
         finally:
             self.sessions.discard(session)
+            self._per_ip[address] -= 1
+            if self._per_ip[address] <= 0:
+                del self._per_ip[address]
             if not self.sessions:
                 self._no_sessions.set()
             GATEWAY_SESSIONS.dec()
 
     async def drain(self, grace_s: float) -> None:
-        """Refuse new sessions, give open ones `grace_s` to end, then close them (1001 going away)."""
+        """Refuse new sessions (readiness goes false at once), close each open one (1001 going away) as
+        soon as its reply is out, and close the rest near the end of the grace; returns early enough for
+        the server to stop within `grace_s`."""
         self.readiness.draining = True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._no_sessions.wait(), timeout=grace_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, grace_s - _SERVER_STOP_S)
+        cut_at = deadline - min(_CLOSING_S, (deadline - loop.time()) / 2)
+        closing: set[GatewaySession] = set()
+        while self.sessions and loop.time() < cut_at:
+            for session in self.sessions - closing:
+                if not session.replying:
+                    closing.add(session)  # after what is queued for it: the end of its reply
+                    await session.ws.close(1001, "server shutting down")
+            await self._wait_no_sessions(min(_DRAIN_POLL_S, max(0.0, cut_at - loop.time())))
         for session in list(self.sessions):
-            await _close_quietly(session.ws, 1001, "server shutting down")
+            await session.ws.close_now(1001, "server shutting down")
+        await self._wait_no_sessions(max(0.0, deadline - loop.time()))
+
+    async def _wait_no_sessions(self, timeout_s: float) -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._no_sessions.wait()
+        except TimeoutError:
+            pass
 
 
 async def _index_page() -> FileResponse:

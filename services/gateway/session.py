@@ -10,6 +10,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
 
+from services.gateway.admission import wait_taken
 from services.gateway.conversation import Conversation
 from services.gateway.events import (
     AudioPlayed,
@@ -21,6 +22,7 @@ from services.gateway.events import (
     parse_client_event,
     server_event,
 )
+from services.gateway.outbound import ClientSocket
 from services.gateway.playback import ReplyTrack
 from services.gateway.ratelimit import TokenBucket
 from services.gateway.settings import GatewaySettings
@@ -64,15 +66,21 @@ class GatewaySession:
     """
 
     def __init__(self, websocket: WebSocket, bus: Bus, settings: GatewaySettings, output_rate: int) -> None:
-        self.ws = websocket
+        self.session_id = uuid.uuid4().hex
+        self.ws = ClientSocket(
+            websocket, max_queued_bytes=settings.outbound_queue_bytes,
+            stall_s=settings.client_read_timeout_s, session_id=self.session_id,
+        )  # fmt: skip
         self.bus = bus
         self.settings = settings
-        self.session_id = uuid.uuid4().hex
         self.conversation = Conversation(self, output_rate)
         self.instructions = ""
         self._frame_seq = 0
         self._send_lock = asyncio.Lock()
         self._bucket = TokenBucket(rate=ASR_SAMPLE_RATE * 2 * settings.input_rate_factor, burst_s=1.0)
+        self._text_bucket = TokenBucket(
+            rate=settings.text_events_per_s, burst_s=settings.text_burst / settings.text_events_per_s
+        )
         self._last_rate_error = 0.0
         self._speech_ended_at: dict[int, float] = {}
 
@@ -81,12 +89,20 @@ class GatewaySession:
         """The session's current turn."""
         return self.conversation.turn
 
+    @property
+    def replying(self) -> bool:
+        """A reply of the current turn is still being made or sent (a draining gateway waits for it)."""
+        reply = self.conversation.reply
+        if reply is None or reply.failed or reply.assembler.ended:
+            return False
+        return reply.work_id == self.conversation.work
+
     async def run(self) -> None:
         """Serve the session until the client leaves; always releases the session's work."""
         try:
             # Inside the try: once the ASR may have the session, it must hear of its end whatever happens.
             await self.bus.redis.set(keys.turn_counter(self.session_id), 0, ex=SESSION_TTL_SECONDS)
-            await self.bus.send(
+            opened = await self.bus.send(
                 keys.ASR_DISPATCH, SessionOpened(session_id=self.session_id, turn_id=0, seq=0)
             )
             await self.send(
@@ -98,9 +114,15 @@ class GatewaySession:
                 )  # fmt: skip
             )
             async with asyncio.TaskGroup() as group:
+                # Sent before this, session.started went straight out; from here on, through the queue.
+                writer = group.create_task(self.ws.start())
                 relay = group.create_task(self._relay_out())
+                admission = group.create_task(self._await_asr(opened))
                 await self._receive_in()
                 relay.cancel()
+                admission.cancel()
+                await self.ws.flush()
+                writer.cancel()
         finally:
             await asyncio.shield(self._release())
 
@@ -144,6 +166,15 @@ class GatewaySession:
         """Append to the session's history in Redis."""
         await append_history(self.bus.redis, self.session_id, entries)
 
+    async def _await_asr(self, opened: bytes) -> None:
+        """Tell the client, and close, when no ASR replica takes the session in time (all are full)."""
+        if await wait_taken(self.bus, opened, self.settings.asr_admission_timeout_s):
+            return
+        log.warning("no ASR replica took the session", extra={"session_id": self.session_id})
+        GATEWAY_CLIENT_ERRORS.labels(reason="asr_busy").inc()
+        await self.send(error_event("server_busy", "no speech recognizer is free; try again later"))
+        await self.ws.close(code=1013, reason="try again later")
+
     # ---- client → bus
 
     async def _receive_in(self) -> None:
@@ -169,11 +200,7 @@ class GatewaySession:
         elif len(pcm) % 2:
             await self._reject("bad_audio", "audio frames must be 16-bit PCM (even length)")
         elif not self._bucket.take(len(pcm)):
-            now = time.monotonic()
-            GATEWAY_CLIENT_ERRORS.labels(reason="rate_limited").inc()
-            if now - self._last_rate_error > 1.0:  # one notice a second is enough
-                self._last_rate_error = now
-                await self.send(error_event("rate_limited", "audio arrives faster than real time"))
+            await self._rate_limited("audio arrives faster than real time")
         elif pcm:
             frame = AudioFrame(session_id=self.session_id, turn_id=self.turn, seq=self._frame_seq, audio=pcm)
             self._frame_seq += 1
@@ -181,6 +208,9 @@ class GatewaySession:
 
     async def _on_text(self, text: str) -> bool:
         """Handle a client event; False when the client asked to close."""
+        if not self._text_bucket.take(1):
+            await self._rate_limited("text events arrive faster than allowed")
+            return True
         try:
             event = parse_client_event(text)
         except ClientEventError as exc:
@@ -207,6 +237,14 @@ class GatewaySession:
             self.instructions = options.instructions
         session = {"output_sample_rate": self.conversation.sample_rate, "instructions": self.instructions}
         await self.send(server_event("session.updated", session=session))
+
+    async def _rate_limited(self, message: str) -> None:
+        """Input over its rate is dropped; one notice a second is enough."""
+        GATEWAY_CLIENT_ERRORS.labels(reason="rate_limited").inc()
+        now = time.monotonic()
+        if now - self._last_rate_error > 1.0:
+            self._last_rate_error = now
+            await self.send(error_event("rate_limited", message))
 
     async def _reject(self, code: str, message: str) -> None:
         GATEWAY_CLIENT_ERRORS.labels(reason=code).inc()

@@ -29,11 +29,26 @@ class GatewaySettings(ServiceSettings):
     metrics_port: int = 8004
     """`/metrics` has its own port, never the public one (`voxmesh up --port P` puts it on P+4)."""
     max_sessions: int = 200
+    max_sessions_per_ip: int = Field(default=32, ge=0)
+    """Open sessions one client address may hold (0: no limit); more are refused with 1013. Behind a
+    reverse proxy, the address is the one it forwards (uvicorn's `FORWARDED_ALLOW_IPS`)."""
+    asr_admission_timeout_s: float = Field(default=5.0, gt=0)
+    """A session no ASR replica has taken within this long (all full, or none running) is told
+    `server_busy` and closed with 1013."""
     max_frame_bytes: int = 32_000
     """Largest PCM frame accepted (1 s at 16 kHz); larger ones get a `frame_too_large` error."""
     ws_max_message_bytes: int = 1 << 20
     """Transport limit: a bigger WebSocket message closes the connection with 1009."""
     input_rate_factor: float = 1.5
     """Input faster than this multiple of real time is dropped with a `rate_limited` error."""
+    text_events_per_s: float = Field(default=10.0, gt=0)
+    text_burst: int = Field(default=20, ge=1)
+    """Text frames beyond this rate (with this burst) are dropped with a `rate_limited` error."""
     idle_timeout_s: float = 300.0
+    """A client that sends nothing for this long is closed (1000, "idle")."""
+    outbound_queue_bytes: int = Field(default=4 << 20, ge=1 << 16)
+    """Events and audio waiting for a slow client; a client that lets more pile up is closed with 1013."""
+    client_read_timeout_s: float = Field(default=30.0, gt=0)
+    """A frame the client's connection does not take for this long (it stopped reading): closed with
+    1013."""
     shutdown_grace_s: float = 20.0
