@@ -45,6 +45,16 @@ def asr_checkpoint(session_id: str) -> str:
     return f"{PREFIX}:asr:ckpt:{{{session_id}}}"
 
 
+def usage(session_id: str) -> str:
+    """The session's usage totals (a hash: tokens, tool calls, audio seconds), written by the gateway."""
+    return f"{PREFIX}:usage:{{{session_id}}}"
+
+
+def usage_turns(session_id: str) -> str:
+    """The session's usage per turn (a hash: turn number → JSON), written by the gateway."""
+    return f"{PREFIX}:usage:turns:{{{session_id}}}"
+
+
 def session_keys(session_id: str) -> list[str]:
     """Every per-session key, for expiry when the session ends."""
     return [
@@ -53,4 +63,6 @@ def session_keys(session_id: str) -> list[str]:
         turn_counter(session_id),
         history(session_id),
         asr_checkpoint(session_id),
+        usage(session_id),
+        usage_turns(session_id),
     ]

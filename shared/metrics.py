@@ -100,3 +100,42 @@ GATEWAY_SESSIONS = Gauge("voxmesh_gateway_sessions_active", "Open WebSocket sess
 GATEWAY_CLIENT_ERRORS = Counter(
     "voxmesh_gateway_client_errors_total", "Client messages rejected, by reason.", ["reason"]
 )
+LLM_TOKENS_PER_SECOND = Histogram(
+    "voxmesh_llm_tokens_per_second",
+    "Output tokens per second of one reply, first text to end of generation, by engine.",
+    ["engine"],
+    buckets=(1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 250, 400),
+)
+LLM_PHRASES_PER_REPLY = Histogram(
+    "voxmesh_llm_phrases_per_reply",
+    "Phrases sent to TTS for one reply, by economy mode (true/false).",
+    ["economy"],
+    buckets=(0, 1, 2, 3, 4, 6, 8, 12, 16, 24),
+)
+LLM_ENGINE_TOKENS = Counter(
+    "voxmesh_llm_engine_tokens_total",
+    "Tokens the engines processed (kind: input or output), every generation included, speculative replies "
+    "that were discarded too: the cost side. Compare voxmesh_llm_tokens_total (delivered replies only).",
+    ["engine", "model", "kind"],
+)
+USAGE_LLM_TOKENS = Counter(
+    "voxmesh_llm_tokens_total",
+    "LLM tokens (kind: input or output) of replies released to clients, as counted into session usage; "
+    "estimated where the engine gave no figures.",
+    ["engine", "model", "kind"],
+)
+USAGE_TOOL_CALLS = Counter(
+    "voxmesh_usage_tool_calls_total",
+    "Tool calls made by replies released to clients, as counted into session usage.",
+    ["engine", "model"],
+)
+USAGE_AUDIO_SECONDS = Counter(
+    "voxmesh_audio_seconds_total",
+    "Audio of sessions: direction in (microphone audio received) or out (reply audio sent).",
+    ["direction"],
+)
+USAGE_BUDGET_REACHED = Counter(
+    "voxmesh_session_budget_reached_total",
+    "Sessions that reached their token budget, by the action taken (economy, refuse).",
+    ["action"],
+)

@@ -110,6 +110,8 @@ class ReplyRequested(BusMessage):
     speech_ended_at: float
     instructions: str = Field(default="", max_length=4000)
     """The session's own instructions, appended to the system prompt."""
+    economy: bool = False
+    """Economy mode: a shorter reply (tokens and sentences capped), from a cheaper model if one is set."""
 
 
 class ReplyPhrase(BusMessage):
@@ -125,6 +127,23 @@ class ReplyDone(BusMessage):
 
     kind: Literal["reply.done"] = "reply.done"
     phrase_count: int = Field(ge=0)
+
+
+class ReplyUsage(BusMessage):
+    """LLM → gateway: what one reply cost, sent once its generation ended (done, failed or cancelled). The
+    gateway counts it only for a reply released to the client, never for a discarded speculation."""
+
+    kind: Literal["reply.usage"] = "reply.usage"
+    engine: str = Field(max_length=64)
+    model: str = Field(max_length=200)
+    input_tokens: int = Field(ge=0)
+    output_tokens: int = Field(ge=0)
+    estimated: bool = False
+    """The engine gave no figures (or not for all of the reply): the counts are estimates."""
+    tool_calls: int = Field(default=0, ge=0)
+    tool_failures: int = Field(default=0, ge=0)
+    phrase_count: int = Field(default=0, ge=0)
+    economy: bool = False
 
 
 class AudioChunk(BusMessage):
@@ -171,6 +190,7 @@ Message: TypeAlias = Annotated[
     | ReplyRequested
     | ReplyPhrase
     | ReplyDone
+    | ReplyUsage
     | AudioChunk
     | PhraseAudioDone
     | Cancel

@@ -12,7 +12,7 @@ Rules (docs/protocol.md, "Turns and interruptions"):
 - a reply may start on a speculative transcript (the speaker paused; the end of the turn is not yet
   confirmed): its output is held back until the final transcript confirms the text, then released at
   once; if the speaker goes on, or the final differs, its work is cancelled and nothing of it reaches the
-  client or the history.
+  client, the history or the session's usage (only released replies are charged: `released_turn`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from shared.metrics import SPECULATIVE_REPLIES
 
 # Backchannels: said while listening, they hold no request and never cut a playing reply. Whisper spells
 # them freely ("Hmm", "Hmmm", "Mm-hmm", "Uh-huh"), so they are matched by shape.
+# Released replies remembered for charging their usage, which comes after the reply ends (even once stale).
+_RELEASED_KEPT = 64
 _BACKCHANNEL = re.compile(r"(h*m+(-?h*m+)*|u+h+|u+m+|a+h+|o+h+|h+u+h+|u+h+-h+u+h+|m+h+m+)")
 
 
@@ -81,6 +83,7 @@ class Conversation:
         self._held_text: list[str] = []  # transcripts overtaken by a newer utterance
         self._finalized = -1  # newest utterance whose final transcript arrived
         self._resumed: dict[int, int] = {}  # utterance → its last pause the speaker went on after
+        self._released: dict[int, int] = {}  # work number → client turn, for replies the client may see
         self._lock = asyncio.Lock()
 
     def current_reply(self, work_id: int) -> ReplyTrack | None:
@@ -89,6 +92,11 @@ class Conversation:
         if reply is None or reply.work_id != work_id or work_id != self.work:
             return None
         return reply
+
+    def released_turn(self, work_id: int) -> int | None:
+        """The client turn of the reply made under `work_id` if its output was released to the client (so
+        its cost is the session's), None for a discarded speculation or unknown work."""
+        return self._released.get(work_id)
 
     async def speech_started(self, utterance: int) -> None:
         """The ASR confirmed speech."""
@@ -154,6 +162,7 @@ class Conversation:
                 if text == speculation.text and utterance == self._newest_utterance:
                     await self._send_transcript(reply.turn_id, text)
                     reply.speculation = None
+                    self._release_work(reply)
                     SPECULATIVE_REPLIES.labels(outcome="used").inc()
                     await self.effects.release(reply)
                     return
@@ -249,7 +258,13 @@ class Conversation:
             return
         request = " ".join(parts)
         self.reply = ReplyTrack(self.turn, request, self.sample_rate, work_id=self.work)
+        self._release_work(self.reply)
         await self.effects.request_reply(self.work, request, speech_ended_at)
+
+    def _release_work(self, reply: ReplyTrack) -> None:
+        self._released[reply.work_id] = reply.turn_id
+        while len(self._released) > _RELEASED_KEPT:
+            del self._released[next(iter(self._released))]
 
     async def _settle_previous(self) -> list[str]:
         """Write the previous exchange to the history (cut to what was heard); returns the words that

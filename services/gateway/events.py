@@ -48,6 +48,7 @@ class SessionOptions(BaseModel):
 
     output_sample_rate: int | None = Field(default=None, ge=8_000, le=48_000)
     instructions: str | None = Field(default=None, max_length=MAX_INSTRUCTIONS_CHARS)
+    economy: bool | None = None
 
 
 class SessionUpdate(_ClientEvent):
@@ -57,13 +58,20 @@ class SessionUpdate(_ClientEvent):
     session: SessionOptions
 
 
+class SessionUsageRequest(_ClientEvent):
+    """Ask for the session's usage so far; answered with `session.usage`."""
+
+    type: Literal["session.usage"]
+
+
 ClientEvent: TypeAlias = Annotated[
-    Ping | ResponseCancel | SessionClose | AudioPlayed | SessionUpdate, Field(discriminator="type")
+    Ping | ResponseCancel | SessionClose | AudioPlayed | SessionUpdate | SessionUsageRequest,
+    Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[ClientEvent] = TypeAdapter(ClientEvent)
 # A known type with bad fields gets its own code, so a client can tell a typo from a bad value.
 _INVALID_CODES = {"session.update": "invalid_session_update"}
-_KNOWN_TYPES = {"ping", "response.cancel", "session.close", "audio.played", "session.update"}
+_KNOWN_TYPES = {"ping", "response.cancel", "session.close", "audio.played", "session.update", "session.usage"}
 
 
 class ClientEventError(ValueError):

@@ -18,6 +18,7 @@ from services.gateway.events import (
     Ping,
     ResponseCancel,
     SessionUpdate,
+    SessionUsageRequest,
     error_event,
     parse_client_event,
     server_event,
@@ -26,11 +27,12 @@ from services.gateway.outbound import ClientSocket
 from services.gateway.playback import ReplyTrack
 from services.gateway.ratelimit import TokenBucket
 from services.gateway.settings import GatewaySettings
+from services.gateway.usage import SessionUsage
 from shared import keys
 from shared.audio import ASR_SAMPLE_RATE
 from shared.bus import SESSION_TTL_SECONDS, Bus, StreamTail
 from shared.history import HistoryEntry, append_history
-from shared.metrics import GATEWAY_CLIENT_ERRORS, TURN_FIRST_AUDIO_SECONDS
+from shared.metrics import GATEWAY_CLIENT_ERRORS, TURN_FIRST_AUDIO_SECONDS, USAGE_BUDGET_REACHED
 from shared.schema import (
     AudioChunk,
     AudioFrame,
@@ -39,6 +41,7 @@ from shared.schema import (
     ReplyDone,
     ReplyPhrase,
     ReplyRequested,
+    ReplyUsage,
     ServiceError,
     SessionClosed,
     SessionOpened,
@@ -75,6 +78,8 @@ class GatewaySession:
         self.settings = settings
         self.conversation = Conversation(self, output_rate)
         self.instructions = ""
+        self.economy = settings.economy
+        self.usage = SessionUsage(bus.redis, self.session_id, token_budget=settings.session_token_budget)
         self._frame_seq = 0
         self._send_lock = asyncio.Lock()
         self._bucket = TokenBucket(rate=ASR_SAMPLE_RATE * 2 * settings.input_rate_factor, burst_s=1.0)
@@ -130,6 +135,7 @@ class GatewaySession:
         closed = SessionClosed(session_id=self.session_id, turn_id=self.turn, seq=self._frame_seq)
         await self.bus.send_to_session(keys.audio_in(self.session_id), closed)
         await self.open_turn()  # stops any reply still being made
+        await self.usage.save()
         async with self.bus.redis.pipeline(transaction=False) as pipe:
             for key in keys.session_keys(self.session_id):
                 pipe.expire(key, _CLOSED_SESSION_TTL_S)
@@ -147,14 +153,31 @@ class GatewaySession:
             await self.ws.send_json(event)
 
     async def request_reply(self, work_id: int, text: str, speech_ended_at: float) -> None:
-        """Queue the reply request for the LLM service."""
+        """Queue the reply request for the LLM service (refused once a session over its budget may have no
+        more replies)."""
         self._speech_ended_at = {work_id: speech_ended_at}
+        if self.usage.budget_reached and self.settings.budget_action == "refuse":
+            await self._refuse_reply(work_id)
+            return
         request = ReplyRequested(
             session_id=self.session_id, turn_id=work_id, seq=0, text=text,
             output_sample_rate=self.conversation.sample_rate, speech_ended_at=speech_ended_at,
-            instructions=self.instructions,
+            instructions=self.instructions, economy=self.economy,
         )  # fmt: skip
         await self.bus.send(keys.LLM_REQUESTS, request)
+
+    async def _refuse_reply(self, work_id: int) -> None:
+        """The reply ends at once with `budget_exceeded` (held back like any output of a speculation)."""
+        refusal = ServiceError(
+            session_id=self.session_id, turn_id=work_id, seq=0, code="budget_exceeded",
+            message="the session has used its token budget",
+        )  # fmt: skip
+        reply = self.conversation.current_reply(work_id)
+        if reply is not None:
+            if reply.speculation is not None:
+                reply.held.append(refusal)
+            else:
+                await self._deliver(reply, refusal)
 
     async def release(self, reply: ReplyTrack) -> None:
         """Deliver what a speculative reply produced while it was held back, in order."""
@@ -165,6 +188,24 @@ class GatewaySession:
     async def commit(self, entries: list[HistoryEntry]) -> None:
         """Append to the session's history in Redis."""
         await append_history(self.bus.redis, self.session_id, entries)
+
+    # ---- usage
+
+    async def _charge(self, turn_id: int, report: ReplyUsage) -> None:
+        """Add a released reply's usage to the session; at the token budget, apply the budget action."""
+        if not await self.usage.add_reply(turn_id, report):
+            return
+        action = self.settings.budget_action
+        USAGE_BUDGET_REACHED.labels(action=action).inc()
+        log.info("session reached its token budget", extra={"session_id": self.session_id})
+        if action == "economy" and not self.economy:
+            self.economy = True
+            await self.send(server_event("session.updated", session=self._options(), reason="budget_reached"))
+
+    async def _send_usage(self) -> None:
+        """Save the usage and send it to the client (`session.usage`)."""
+        await self.usage.save()
+        await self.send(self.usage.event())
 
     async def _await_asr(self, opened: bytes) -> None:
         """Tell the client, and close, when no ASR replica takes the session in time (all are full)."""
@@ -182,6 +223,7 @@ class GatewaySession:
             try:
                 message = await asyncio.wait_for(self.ws.receive(), timeout=self.settings.idle_timeout_s)
             except TimeoutError:
+                await self._send_usage()
                 await self.ws.close(code=1000, reason="idle")
                 return
             if message["type"] == "websocket.disconnect":
@@ -205,6 +247,7 @@ class GatewaySession:
             frame = AudioFrame(session_id=self.session_id, turn_id=self.turn, seq=self._frame_seq, audio=pcm)
             self._frame_seq += 1
             await self.bus.send_to_session(keys.audio_in(self.session_id), frame)
+            self.usage.audio_in(len(pcm))
 
     async def _on_text(self, text: str) -> bool:
         """Handle a client event; False when the client asked to close."""
@@ -224,7 +267,10 @@ class GatewaySession:
             await self.conversation.audio_played(event.turn_id, event.played_ms)
         elif isinstance(event, SessionUpdate):
             await self._update(event)
+        elif isinstance(event, SessionUsageRequest):
+            await self._send_usage()
         else:
+            await self._send_usage()  # the session ends: its usage is final
             await self.ws.close(code=1000)
             return False
         return True
@@ -235,8 +281,19 @@ class GatewaySession:
             self.conversation.sample_rate = options.output_sample_rate
         if options.instructions is not None:
             self.instructions = options.instructions
-        session = {"output_sample_rate": self.conversation.sample_rate, "instructions": self.instructions}
-        await self.send(server_event("session.updated", session=session))
+        if options.economy is not None:
+            # A session at its budget stays in economy mode.
+            forced = self.usage.budget_reached and self.settings.budget_action == "economy"
+            self.economy = options.economy or forced
+        await self.send(server_event("session.updated", session=self._options()))
+
+    def _options(self) -> dict[str, Any]:
+        """The session's effective options, as `session.updated` reports them."""
+        return {
+            "output_sample_rate": self.conversation.sample_rate,
+            "instructions": self.instructions,
+            "economy": self.economy,
+        }
 
     async def _rate_limited(self, message: str) -> None:
         """Input over its rate is dropped; one notice a second is enough."""
@@ -291,6 +348,7 @@ class GatewaySession:
         if isinstance(message, ServiceError) and message.code == "session_failed":
             # The session's transcription stopped for good: a new session is the way on.
             await self.send(error_event(message.code, message.message))
+            await self._send_usage()
             await self.ws.close(code=1011, reason="speech recognition failed")
             return
         if isinstance(message, SpeechStarted):
@@ -313,6 +371,9 @@ class GatewaySession:
         if isinstance(message, TranscriptFinal):
             await self.conversation.transcript(message.utterance, message.text, message.speech_ended_at)
             return
+        if isinstance(message, ReplyUsage):
+            await self._on_usage(message)
+            return
         reply = self.conversation.current_reply(message.turn_id)
         if reply is None or reply.failed:
             return  # a stale turn's late output: in realtime, no answer beats an old one
@@ -321,6 +382,17 @@ class GatewaySession:
             reply.held.append(message)  # not confirmed yet: the client must not see it
             return
         await self._deliver(reply, message)
+
+    async def _on_usage(self, report: ReplyUsage) -> None:
+        """A reply's cost: held with a speculation's output, charged once its reply was released (also
+        when it arrives after the turn moved on), dropped for a discarded speculation."""
+        reply = self.conversation.current_reply(report.turn_id)
+        if reply is not None and reply.speculation is not None:
+            reply.held.append(report)
+            return
+        turn = self.conversation.released_turn(report.turn_id)
+        if turn is not None:
+            await self._charge(turn, report)
 
     async def _deliver(self, reply: ReplyTrack, message: Message) -> None:
         """Send one piece of the current reply's output to the client."""
@@ -340,6 +412,8 @@ class GatewaySession:
             await self._play(reply, [])
         elif isinstance(message, ServiceError):
             await self._fail_reply(reply, message.code, message.message)
+        elif isinstance(message, ReplyUsage):
+            await self._charge(reply.turn_id, message)
 
     async def _play(self, reply: ReplyTrack, pieces: list[bytes]) -> None:
         assembler = reply.assembler
@@ -361,6 +435,7 @@ class GatewaySession:
             async with self._send_lock:
                 await self.ws.send_bytes(pcm)
             reply.sent(len(pcm), time.monotonic())
+            self.usage.audio_out(len(pcm), reply.sample_rate)
         if assembler.complete and not assembler.ended:
             assembler.ended = True
             await self.send(server_event("audio.end", turn_id=reply.turn_id))

@@ -52,3 +52,10 @@ class GatewaySettings(ServiceSettings):
     """A frame the client's connection does not take for this long (it stopped reading): closed with
     1013."""
     shutdown_grace_s: float = 20.0
+    economy: bool = False
+    """Economy mode for every session unless it turns it off (`session.update`): shorter replies, a
+    cheaper model when one is configured (VOXMESH_LLM_ECONOMY_*)."""
+    session_token_budget: int | None = Field(default=None, ge=1)
+    """LLM tokens (input and output) one session may use; once reached, `budget_action` applies."""
+    budget_action: Literal["economy", "refuse"] = "economy"
+    """At the budget: switch the session to economy mode, or refuse further replies (`budget_exceeded`)."""

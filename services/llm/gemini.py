@@ -8,7 +8,7 @@ import httpx
 from google import genai
 from google.genai import errors, types
 
-from services.llm.engine import ChatMessage, GenerationError
+from services.llm.engine import ChatMessage, GenerationError, GenerationOptions, Usage
 from services.llm.tools.registry import ToolResult
 from services.llm.tools.runner import ToolCall, ToolRunner
 
@@ -51,22 +51,38 @@ class GeminiGenerator:
         options = types.HttpOptions(base_url=base_url, timeout=int(timeout_s * 1000))
         self._client = genai.Client(api_key=api_key, http_options=options)
 
-    async def stream(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+    async def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        options: GenerationOptions | None = None,
+        usage: Usage | None = None,
+    ) -> AsyncGenerator[str, None]:
         """Yield text deltas of Gemini's reply; function calls are run and their results sent back within
-        the same reply. SDK and transport failures become GenerationError."""
+        the same reply. SDK and transport failures become GenerationError. Each step's usage metadata goes
+        into `usage` (thinking tokens count as output: they are billed as such)."""
+        options = options or GenerationOptions()
+        usage = usage if usage is not None else Usage()
+        usage.model = options.model or self._model
         system, contents = _to_contents(messages)
-        config = types.GenerateContentConfig(system_instruction=system, tools=self._declarations())
+        # With a thinking model the cap includes thinking tokens: pair a small cap with a model that does not
+        # think (e.g. gemini-2.5-flash-lite as the economy model).
+        config = types.GenerateContentConfig(
+            system_instruction=system, tools=self._declarations(), max_output_tokens=options.max_tokens
+        )
         for _ in range(_MAX_STEPS):
             calls: list[types.FunctionCall] = []
-            async for delta in self._step(contents, config, calls):
+            async for delta in self._step(usage.model, contents, config, calls, usage):
                 yield delta
             if not calls or self._tools is None:
                 return
             results: list[ToolResult] = []
+            usage.tool_calls += len(calls)
             async for filler in self._tools.run(
                 [ToolCall(c.name or "", c.args or {}, c.id or "") for c in calls], results
             ):
                 yield filler
+            usage.tool_failures += sum(not result.ok for result in results)
             contents.append(types.Content(role="model", parts=[types.Part(function_call=c) for c in calls]))
             contents.append(types.Content(role="user", parts=[
                 types.Part(function_response=types.FunctionResponse(id=c.id, name=c.name, response=r.content))
@@ -87,21 +103,31 @@ class GeminiGenerator:
 
     async def _step(
         self,
+        model: str,
         contents: list[types.Content],
         config: types.GenerateContentConfig,
         calls: list[types.FunctionCall],
+        usage: Usage,
     ) -> AsyncGenerator[str, None]:
-        """One request: yield its text, collect its function calls into `calls`."""
+        """One request: yield its text, collect its function calls into `calls`, add its usage."""
+        counted: types.GenerateContentResponseUsageMetadata | None = None
         try:
             response = await self._client.aio.models.generate_content_stream(
-                model=self._model, contents=contents, config=config
+                model=model, contents=contents, config=config
             )
             try:
                 async for chunk in response:
                     calls += chunk.function_calls or []
+                    # Each chunk's metadata, when present, covers the response so far: the last one counts.
+                    counted = chunk.usage_metadata or counted
                     if text := _text_of(chunk):
                         yield text
             finally:
+                if counted is not None:
+                    usage.add_tokens(
+                        counted.prompt_token_count or 0,
+                        (counted.candidates_token_count or 0) + (counted.thoughts_token_count or 0),
+                    )
                 # Closing releases the HTTP stream now rather than at garbage collection.
                 if isinstance(response, AsyncGenerator):
                     await response.aclose()

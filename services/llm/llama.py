@@ -8,19 +8,23 @@ import logging
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import cast
 
 import llama_cpp
 from llama_cpp import Llama
 from llama_cpp.llama_types import ChatCompletionRequestMessage
 
-from services.llm.engine import ChatMessage, GenerationError
+from services.llm.engine import ChatMessage, GenerationError, GenerationOptions, Usage
 from shared.threadstream import stream_from_thread
 
 log = logging.getLogger(__name__)
 
 # Chat-template tokens around each message; a generous guess keeps trimming on the safe side.
 _PER_MESSAGE_OVERHEAD = 8
+# What the ChatML template of the bundled model adds around one message: <|im_start|>, the role, a newline,
+# <|im_end|> and a newline.
+_TEMPLATE_TOKENS = 5
 # Deltas generated ahead of the reader: when the service stops reading (it waits for the first phrase to be
 # spoken), decoding pauses within a few tokens and the core goes to the synthesizer.
 _MAX_PENDING_DELTAS = 4
@@ -68,6 +72,7 @@ class LlamaCppGenerator:
         ).result()
         self._n_ctx = n_ctx
         self._max_tokens = max_tokens
+        self.model = Path(model_path).stem
         # SmolLM2-135M wanders when hot: on 24 sampled test questions, 0.2 with repeat penalty 1.1 answered 22
         # right, 0.7 answered 18 and drifted into French 4 times.
         self._temperature = temperature
@@ -84,18 +89,32 @@ class LlamaCppGenerator:
         """Whether a generation holds the model (its worker thread may still be running)."""
         return self._lock.locked()
 
-    async def stream(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
-        """Yield reply deltas; on cancel or early close the worker stops at its next token."""
+    async def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        options: GenerationOptions | None = None,
+        usage: Usage | None = None,
+    ) -> AsyncGenerator[str, None]:
+        """Yield reply deltas; on cancel or early close the worker stops at its next token. Usage is
+        counted with the model's own tokenizer (a model override does not apply: one model is loaded)."""
+        options = options or GenerationOptions()
+        usage = usage if usage is not None else Usage()
+        usage.model = self.model
+        max_tokens = min(self._max_tokens, options.max_tokens or self._max_tokens)
         async with self._lock:
-            generate = functools.partial(self._generate, list(messages))
+            generate = functools.partial(self._generate, list(messages), max_tokens, usage)
+            deltas = stream_from_thread(self._executor, generate, max_pending=_MAX_PENDING_DELTAS)
             try:
                 # Holding the lock until the worker is idle keeps the next turn from queueing behind it.
-                async for delta in stream_from_thread(
-                    self._executor, generate, max_pending=_MAX_PENDING_DELTAS
-                ):
+                async for delta in deltas:
                     yield delta
             except Exception as exc:
                 raise GenerationError(f"llama.cpp generation failed: {exc}") from exc
+            finally:
+                # Closed early (the consumer had enough): stop the worker now, not when this is collected,
+                # so the model is idle and the usage counted before the lock goes.
+                await deltas.aclose()
 
     async def aclose(self) -> None:
         """Free the model without blocking the event loop."""
@@ -107,49 +126,63 @@ class LlamaCppGenerator:
         self._executor.shutdown(wait=True)
 
     def _generate(
-        self, messages: list[ChatMessage], emit: Callable[[str], None], stop: threading.Event
+        self,
+        messages: list[ChatMessage],
+        max_tokens: int,
+        usage: Usage,
+        emit: Callable[[str], None],
+        stop: threading.Event,
     ) -> None:
         """Worker thread: run one completion, handing each delta to the loop until done or stopped."""
         if stop.is_set():
             return
+        fitted = self._fit_context(messages, max_tokens)
         chunks = self._llama.create_chat_completion(
-            messages=self._fit_context(messages),
+            messages=[
+                cast(ChatCompletionRequestMessage, {"role": m.role, "content": m.text}) for m in fitted
+            ],
             stream=True,
-            max_tokens=self._max_tokens,
+            max_tokens=max_tokens,
             temperature=self._temperature,
             repeat_penalty=self._repeat_penalty,
         )
         if not isinstance(chunks, Iterator):
             raise GenerationError("llama.cpp did not return a stream")
+        generated: list[str] = []
         try:
             for chunk in chunks:
                 if stop.is_set():
                     break
                 text = chunk["choices"][0]["delta"].get("content")
                 if isinstance(text, str) and text:
+                    generated.append(text)
                     emit(text)
         finally:
             # Closing the generator is what ends llama.cpp's decode loop when we break out early.
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
+            # The stream carries no usage: count with the model's tokenizer (the chat template's tokens
+            # around each message are approximated by a constant).
+            usage.add_tokens(
+                sum(self._cost(m, _TEMPLATE_TOKENS) for m in fitted), self._tokens("".join(generated))
+            )
 
-    def _fit_context(self, messages: list[ChatMessage]) -> list[ChatCompletionRequestMessage]:
+    def _tokens(self, text: str) -> int:
+        return len(self._llama.tokenize(text.encode(), add_bos=False)) if text else 0
+
+    def _cost(self, message: ChatMessage, overhead: int) -> int:
+        return self._tokens(message.text) + overhead
+
+    def _fit_context(self, messages: list[ChatMessage], max_tokens: int) -> list[ChatMessage]:
         """Drop the oldest non-system turns until the prompt leaves room for max_tokens."""
-        budget = self._n_ctx - self._max_tokens
-
-        def cost(m: ChatMessage) -> int:
-            return len(self._llama.tokenize(m.text.encode(), add_bos=False)) + _PER_MESSAGE_OVERHEAD
-
+        budget = self._n_ctx - max_tokens
         system = [m for m in messages if m.role == "system"]
-        budget -= sum(cost(m) for m in system)
+        budget -= sum(self._cost(m, _PER_MESSAGE_OVERHEAD) for m in system)
         kept: list[ChatMessage] = []
         for m in reversed([m for m in messages if m.role != "system"]):
-            budget -= cost(m)
+            budget -= self._cost(m, _PER_MESSAGE_OVERHEAD)
             if budget < 0 and kept:
                 break
             kept.append(m)
-        return [
-            cast(ChatCompletionRequestMessage, {"role": m.role, "content": m.text})
-            for m in (*system, *reversed(kept))
-        ]
+        return [*system, *reversed(kept)]

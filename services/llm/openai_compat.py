@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
-from services.llm.engine import ChatMessage, GenerationError
+from services.llm.engine import ChatMessage, GenerationError, GenerationOptions, Usage
 from services.llm.tools.registry import ToolResult
 from services.llm.tools.runner import ToolCall, ToolRunner
 
@@ -50,23 +50,33 @@ class OpenAICompatibleGenerator:
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
             http2=True,
         )
-        self.last_usage: dict[str, int] | None = None
-        """The token usage the server reported for the last reply (all its steps), if it reported any."""
 
-    async def stream(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+    async def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        options: GenerationOptions | None = None,
+        usage: Usage | None = None,
+    ) -> AsyncGenerator[str, None]:
         """Yield text deltas; tool calls are run and their results fed back within the same reply. HTTP,
-        protocol and transport failures become GenerationError."""
+        protocol and transport failures become GenerationError. The server's usage chunks (all steps) go
+        into `usage`."""
+        options = options or GenerationOptions()
+        usage = usage if usage is not None else Usage()
+        usage.model = options.model or self.model
+        max_tokens = min(self._max_tokens, options.max_tokens or self._max_tokens)
         conversation: list[dict[str, Any]] = [{"role": m.role, "content": m.text} for m in messages]
-        self.last_usage = None
         for _ in range(_MAX_STEPS):
             calls: list[ToolCall] = []
-            async for delta in self._step(conversation, calls):
+            async for delta in self._step(conversation, calls, usage, max_tokens):
                 yield delta
             if not calls or self._tools is None:
                 return
             results: list[ToolResult] = []
+            usage.tool_calls += len(calls)
             async for filler in self._tools.run(calls, results):
                 yield filler
+            usage.tool_failures += sum(not result.ok for result in results)
             conversation.append({"role": "assistant", "content": None, "tool_calls": [
                 {"id": c.call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
                 for c in calls
@@ -78,15 +88,15 @@ class OpenAICompatibleGenerator:
         raise GenerationError(f"the model kept calling tools after {_MAX_STEPS} steps")
 
     async def _step(
-        self, conversation: list[dict[str, Any]], calls: list[ToolCall]
+        self, conversation: list[dict[str, Any]], calls: list[ToolCall], usage: Usage, max_tokens: int
     ) -> AsyncGenerator[str, None]:
         """One request: yield its text, collect the tool calls it ends with into `calls`."""
         body: dict[str, Any] = {
-            "model": self.model,
+            "model": usage.model,
             "messages": conversation,
             "stream": True,
             "stream_options": {"include_usage": True},
-            "max_tokens": self._max_tokens,
+            "max_tokens": max_tokens,
             "temperature": self._temperature,
         }
         if self._tools is not None and self._tools.registry:
@@ -103,7 +113,7 @@ class OpenAICompatibleGenerator:
                     if event.data.strip() == "[DONE]":
                         finished = True
                         break
-                    texts, ended = self._take(_parse_chunk(event.data), pending)
+                    texts, ended = self._take(_parse_chunk(event.data), pending, usage)
                     for text in texts:
                         yield text
                     finished = finished or ended
@@ -117,12 +127,14 @@ class OpenAICompatibleGenerator:
             ToolCall(c["name"], c["arguments"], c["id"] or f"call_{i}") for i, c in sorted(pending.items())
         ]
 
-    def _take(self, chunk: dict[str, Any], pending: dict[int, dict[str, str]]) -> tuple[list[str], bool]:
+    def _take(
+        self, chunk: dict[str, Any], pending: dict[int, dict[str, str]], usage: Usage
+    ) -> tuple[list[str], bool]:
         """One chunk's text deltas and whether it finishes the step; usage and tool calls are kept."""
         if "error" in chunk:
             raise GenerationError(self._redact(f"openai-compatible stream error: {chunk['error']}"))
-        if isinstance(chunk.get("usage"), dict):
-            self._add_usage(chunk["usage"])
+        if isinstance(reported := chunk.get("usage"), dict):
+            usage.add_tokens(_count(reported, "prompt_tokens"), _count(reported, "completion_tokens"))
         texts: list[str] = []
         finished = False
         for choice in chunk.get("choices") or []:
@@ -134,14 +146,6 @@ class OpenAICompatibleGenerator:
             finished = finished or bool(choice.get("finish_reason"))
         return texts, finished
 
-    def _add_usage(self, usage: dict[str, Any]) -> None:
-        counts = {k: v for k, v in usage.items() if isinstance(v, int)}
-        if self.last_usage is None:
-            self.last_usage = counts
-        else:
-            for key, value in counts.items():
-                self.last_usage[key] = self.last_usage.get(key, 0) + value
-
     async def aclose(self) -> None:
         """Close the connection pools (the model's and the tools')."""
         await self._client.aclose()
@@ -150,6 +154,11 @@ class OpenAICompatibleGenerator:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
+
+
+def _count(usage: dict[str, Any], key: str) -> int:
+    value = usage.get(key)
+    return value if isinstance(value, int) and value >= 0 else 0
 
 
 def _merge_tool_call(pending: dict[int, dict[str, str]], piece: dict[str, Any]) -> None:

@@ -5,10 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import aclosing
+from dataclasses import dataclass, field
 
-from services.llm.engine import ChatMessage, GenerationError, Generator
+from redis.exceptions import RedisError
+
+from services.llm.economy import (
+    PhraseStats,
+    ReplyPlan,
+    estimate_prompt_tokens,
+    estimate_tokens,
+    fit_context,
+    plan_reply,
+    reply_phrases,
+)
+from services.llm.engine import ChatMessage, GenerationError, Generator, Usage
 from services.llm.factory import generator_for
-from services.llm.phrases import PhraseChunker
 from services.llm.settings import LlmSettings
 from shared import keys
 from shared.bus import WORK_QUEUE_RETENTION_S, Bus, StreamTail, WorkQueue, cancel_safe
@@ -16,8 +28,11 @@ from shared.cpu import inference_threads
 from shared.history import HistoryEntry, load_history
 from shared.metrics import (
     HANDLER_ERRORS,
+    LLM_ENGINE_TOKENS,
     LLM_FIRST_PHRASE_SECONDS,
     LLM_FIRST_TOKEN_SECONDS,
+    LLM_PHRASES_PER_REPLY,
+    LLM_TOKENS_PER_SECOND,
     LLM_YIELD_SECONDS,
 )
 from shared.schema import (
@@ -27,12 +42,25 @@ from shared.schema import (
     ReplyDone,
     ReplyPhrase,
     ReplyRequested,
+    ReplyUsage,
     ServiceError,
     encode,
 )
 from shared.worker import serve_fenced_queue, tell_session
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Reply:
+    """One reply in the making: its request, what the model is asked, what it said and what it cost."""
+
+    request: ReplyRequested
+    plan: ReplyPlan
+    prompt: list[ChatMessage]
+    usage: Usage = field(default_factory=Usage)
+    stats: PhraseStats = field(default_factory=lambda: PhraseStats(time.monotonic))
+    spoken: list[str] = field(default_factory=list)
 
 
 class LlmService:
@@ -77,44 +105,71 @@ class LlmService:
             return
         assert self.generator is not None, "load() first"
         history = await load_history(self.bus.redis, message.session_id, self.settings.history_messages)
-        system = self.settings.system_prompt
-        if message.instructions:
-            system = f"{system}\n\n{message.instructions}"
-        prompt = [
-            ChatMessage("system", system),
-            *(chat for entry in history if (chat := _as_chat(entry)) is not None),
+        plan = plan_reply(self.settings, message.instructions, message.economy)
+        prompt = fit_context(
+            ChatMessage("system", plan.system_prompt),
+            [chat for entry in history if (chat := _as_chat(entry)) is not None],
             ChatMessage("user", message.text),
-        ]
+            self.settings.context_tokens,
+        )
         # The history is written by the gateway, which alone knows how much of this reply the user heard.
-        spoken: list[str] = []
+        reply = _Reply(message, plan, prompt)
         try:
-            await self._stream_phrases(message, prompt, spoken)
-        except GenerationError as exc:
-            HANDLER_ERRORS.labels(queue="llm_requests").inc()
-            log.warning("generation failed", extra={"session_id": message.session_id, "error": str(exc)})
-            await self._send_out(
-                message, ServiceError(**_ids(message), seq=0, code="turn_failed", message=str(exc))
-            )
-            return
-        await self._send_out(message, ReplyDone(**_ids(message), seq=0, phrase_count=len(spoken)))
+            try:
+                await self._stream_phrases(reply)
+            except GenerationError as exc:
+                HANDLER_ERRORS.labels(queue="llm_requests").inc()
+                log.warning("generation failed", extra={"session_id": message.session_id, "error": str(exc)})
+                await self._send_out(
+                    message, ServiceError(**_ids(message), seq=0, code="turn_failed", message=str(exc))
+                )
+                return
+            await self._send_out(message, ReplyDone(**_ids(message), seq=0, phrase_count=len(reply.spoken)))
+            LLM_PHRASES_PER_REPLY.labels(economy=str(plan.economy).lower()).observe(len(reply.spoken))
+        finally:
+            # Also for a failed or cancelled reply: what was generated was paid for. Shielded, so a cancel
+            # does not lose it; the gateway decides whether the session is charged.
+            await asyncio.shield(self._report_usage(reply))
 
-    async def _stream_phrases(
-        self, request: ReplyRequested, prompt: list[ChatMessage], spoken: list[str]
-    ) -> None:
+    async def _stream_phrases(self, reply: _Reply) -> None:
         assert self.generator is not None
         started = time.monotonic()
-        chunker = PhraseChunker()
-        first_token = True
-        async for delta in self.generator.stream(prompt):
-            if first_token:
-                LLM_FIRST_TOKEN_SECONDS.observe(time.monotonic() - started)
-                first_token = False
-            for phrase in chunker.push(delta):
-                await self._send_phrase(request, len(spoken), phrase, started)
+        stats, spoken = reply.stats, reply.spoken
+        phrases = reply_phrases(self.generator, reply.prompt, reply.plan, reply.usage, stats)
+        async with aclosing(phrases):
+            async for phrase in phrases:
+                sending = time.monotonic()
+                if not spoken and stats.first_text_at is not None:
+                    LLM_FIRST_TOKEN_SECONDS.observe(stats.first_text_at - started)
+                await self._send_phrase(reply.request, len(spoken), phrase, started)
+                if not spoken:
+                    stats.paused_s = time.monotonic() - sending  # it waited for the phrase's first audio
                 spoken.append(phrase)
-        for phrase in chunker.flush():
-            await self._send_phrase(request, len(spoken), phrase, started)
-            spoken.append(phrase)
+
+    async def _report_usage(self, reply: _Reply) -> None:
+        """Send the reply's usage to its session and count it by engine and model (estimated from the text
+        where the engine gave no figures)."""
+        assert self.generator is not None
+        usage = reply.usage
+        estimated = not usage.reported
+        if estimated:
+            usage.input_tokens = estimate_prompt_tokens(reply.prompt)
+            usage.output_tokens = estimate_tokens(reply.stats.text)
+        engine = engine_label(self.generator.name)
+        model = usage.model or self.generator.name
+        LLM_ENGINE_TOKENS.labels(engine=engine, model=model, kind="input").inc(usage.input_tokens)
+        LLM_ENGINE_TOKENS.labels(engine=engine, model=model, kind="output").inc(usage.output_tokens)
+        if (speed := reply.stats.tokens_per_second(usage.output_tokens)) is not None:
+            LLM_TOKENS_PER_SECOND.labels(engine=engine).observe(speed)
+        report = ReplyUsage(
+            **_ids(reply.request), seq=0, engine=engine, model=model[:200], input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens, estimated=estimated, tool_calls=usage.tool_calls,
+            tool_failures=usage.tool_failures, phrase_count=len(reply.spoken), economy=reply.plan.economy,
+        )  # fmt: skip
+        try:
+            await self._send_out(reply.request, report)
+        except RedisError:
+            log.warning("usage report lost", extra={"session_id": reply.request.session_id})
 
     async def _send_phrase(self, request: ReplyRequested, seq: int, text: str, started: float) -> None:
         phrase = ReplyPhrase(
@@ -162,6 +217,11 @@ def _as_chat(entry: HistoryEntry) -> ChatMessage | None:
     if entry.role == "assistant" and entry.interrupted:
         return ChatMessage("assistant", f"{entry.text}…") if entry.text else None
     return ChatMessage(entry.role, entry.text)
+
+
+def engine_label(name: str) -> str:
+    """The engine part of a generator's name ("openai:m" → "openai"), for metric labels."""
+    return name.split(":", 1)[0]
 
 
 def _ids(message: Message) -> dict[str, str | int]:

@@ -54,6 +54,18 @@ class LlmSettings(ServiceSettings):
     """Greedy by default: the 135M offline model drifts into French when it samples."""
     system_prompt: str = "You are a helpful assistant."
     history_messages: int = 20
+    context_tokens: int = Field(default=2000, ge=200)
+    """Bound on the prompt (system prompt, history, question) in estimated tokens: the oldest turns of the
+    history are dropped until it fits."""
+    economy_max_tokens: int = Field(default=60, ge=1)
+    """Economy mode (per session, or the gateway's default): the reply length cap in tokens."""
+    economy_sentences: int = Field(default=2, ge=1)
+    """Economy mode: the reply stops after this many sentences."""
+    economy_model: str | None = None
+    """Economy mode: a cheaper model of the same vendor (OpenAI-compatible or Gemini engines; the bundled
+    model has none), e.g. gemini-2.5-flash-lite."""
+    economy_prompt: str = "Keep your answer short: at most two brief sentences."
+    """Economy mode: added to the system prompt."""
     concurrency: int = 1
     first_phrase_yield_ms: int = Field(default=2000, ge=0)
     """Once the first phrase is out, stop reading the model until its first audio is (at most this long;

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from services.llm.engine import ChatMessage, GenerationError, Generator
+from services.llm.engine import ChatMessage, GenerationError, GenerationOptions, Generator, Usage
 from services.llm.factory import build_generator, bundled_model_path
 from services.llm.gemini import GeminiGenerator
 from services.llm.llama import LlamaCppGenerator
@@ -90,6 +90,23 @@ async def test_llama_early_close_frees_the_model(llama: LlamaCppGenerator) -> No
             break
     assert not llama.busy
     assert await collect(llama, QUESTION)
+
+
+async def test_llama_counts_usage_with_its_tokenizer_also_when_closed_early(llama: LlamaCppGenerator) -> None:
+    usage = Usage()
+    text = "".join([d async for d in llama.stream(QUESTION, usage=usage)])
+    prompt_tokens = sum(len(llama._llama.tokenize(m.text.encode(), add_bos=False)) for m in QUESTION)
+    assert usage.reported and usage.model == "SmolLM2-135M-Instruct.Q4_1"
+    assert usage.input_tokens > prompt_tokens, "the chat template's tokens count too"
+    assert usage.output_tokens == len(llama._llama.tokenize(text.encode(), add_bos=False))
+    early = Usage()
+    async with aclosing(llama.stream(LONG_TASK, usage=early)) as stream:
+        async for _ in stream:
+            break
+    assert early.reported and 1 <= early.output_tokens < 20, "counted as the consumer left, not later"
+    capped = Usage()
+    [d async for d in llama.stream(LONG_TASK, options=GenerationOptions(max_tokens=12), usage=capped)]
+    assert capped.output_tokens <= 13
 
 
 async def test_llama_trims_a_history_longer_than_its_context() -> None:

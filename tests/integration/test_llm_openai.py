@@ -15,7 +15,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from services.llm.engine import ChatMessage, GenerationError
+from services.llm.engine import ChatMessage, GenerationError, GenerationOptions, Usage
 from services.llm.factory import bundled_model_path
 from services.llm.openai_compat import OpenAICompatibleGenerator
 from services.llm.service import LlmService
@@ -51,12 +51,31 @@ async def engine(server: FakeOpenAIServer) -> AsyncIterator[OpenAICompatibleGene
 async def test_streamed_chunks_become_deltas_and_usage_is_kept(
     server: FakeOpenAIServer, engine: OpenAICompatibleGenerator
 ) -> None:
-    deltas = [d async for d in engine.stream(QUESTION)]
+    usage = Usage()
+    deltas = [d async for d in engine.stream(QUESTION, usage=usage)]
     assert deltas == server.pieces() and len(deltas) > 1
     sent = server.requests[-1]
     assert sent["model"] == "fake-model" and sent["stream"] is True
     assert [m["role"] for m in sent["messages"]] == ["system", "user"]
-    assert engine.last_usage is not None and engine.last_usage == server.usage_sent[-1]
+    reported = server.usage_sent[-1]
+    assert usage.reported and usage.model == "fake-model"
+    assert (usage.input_tokens, usage.output_tokens) == (
+        reported["prompt_tokens"],
+        reported["completion_tokens"],
+    )
+
+
+async def test_options_pick_another_model_and_a_lower_cap(
+    server: FakeOpenAIServer, engine: OpenAICompatibleGenerator
+) -> None:
+    usage = Usage()
+    options = GenerationOptions(max_tokens=30, model="fake-mini")
+    [d async for d in engine.stream(QUESTION, options=options, usage=usage)]
+    sent = server.requests[-1]
+    assert (sent["model"], sent["max_tokens"]) == ("fake-mini", 30)
+    assert usage.model == "fake-mini"
+    [d async for d in engine.stream(QUESTION, options=GenerationOptions(max_tokens=10_000))]
+    assert server.requests[-1]["max_tokens"] == 256, "an override never raises the engine's own cap"
 
 
 async def test_one_client_serves_every_turn(
@@ -198,12 +217,13 @@ async def test_the_llm_service_answers_through_a_configured_openai_server(
 
 async def _ask_with_tools(
     server: FakeOpenAIServer, *tools: Tool, filler_after_s: float = 5.0
-) -> tuple[list[str], dict[str, int] | None]:
+) -> tuple[list[str], Usage]:
     """The reply's deltas and the usage the engine kept."""
     runner = ToolRunner(ToolRegistry(tools), filler_after_s=filler_after_s)
     generator = OpenAICompatibleGenerator(f"{server.base_url}/v1", "m", api_key=KEY, tools=runner)
+    usage = Usage()
     try:
-        return [d async for d in generator.stream(QUESTION)], generator.last_usage
+        return [d async for d in generator.stream(QUESTION, usage=usage)], usage
     finally:
         await generator.aclose()
 
@@ -224,15 +244,15 @@ async def test_a_tool_call_round_trips_and_the_answer_uses_its_result(server: Fa
         "tool_call_id": "call_1",
         "content": '{"expression": "6 * 7", "result": 42}',
     }
-    assert usage is not None and usage["completion_tokens"] == sum(
-        u["completion_tokens"] for u in server.usage_sent
-    )
+    assert usage.output_tokens == sum(u["completion_tokens"] for u in server.usage_sent)
+    assert usage.tool_calls == 1 and usage.tool_failures == 0
 
 
 async def test_a_failing_tool_gives_the_model_an_error_and_the_turn_goes_on(server: FakeOpenAIServer) -> None:
     server.tool_call = ("calculate", '{"expression": "__import__(1)"}')
-    deltas, _ = await _ask_with_tools(server, calculator_tool())
+    deltas, usage = await _ask_with_tools(server, calculator_tool())
     assert "error" in "".join(deltas) and "not allowed" in "".join(deltas)
+    assert (usage.tool_calls, usage.tool_failures) == (1, 1)
 
 
 async def test_a_slow_tool_makes_the_assistant_say_a_filler_first(server: FakeOpenAIServer) -> None:

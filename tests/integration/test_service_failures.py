@@ -19,7 +19,7 @@ from services.asr.endpointer import Endpointer
 from services.asr.service import AsrService
 from services.asr.session import SessionTranscriber
 from services.asr.settings import AsrSettings
-from services.llm.engine import ChatMessage
+from services.llm.engine import ChatMessage, GenerationOptions, Usage
 from services.llm.service import LlmService
 from services.llm.settings import LlmSettings
 from services.tts.service import TtsService
@@ -103,7 +103,13 @@ class BrokenGenerator:
 
     name = "broken"
 
-    async def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+    async def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        options: GenerationOptions | None = None,
+        usage: Usage | None = None,
+    ) -> AsyncIterator[str]:
         yield "Paris"
         raise KeyError("candidates")
 

@@ -12,6 +12,7 @@ from services.gateway.events import (
     ResponseCancel,
     SessionClose,
     SessionUpdate,
+    SessionUsageRequest,
     error_event,
     parse_client_event,
 )
@@ -63,6 +64,17 @@ def test_audio_played_and_session_update_parse() -> None:
     assert (update.session.output_sample_rate, update.session.instructions) == (24000, "Be brief.")
     partial = parse_client_event('{"type": "session.update", "session": {}}')
     assert isinstance(partial, SessionUpdate) and partial.session.output_sample_rate is None
+    assert partial.session.economy is None, "left out: the session keeps its mode"
+    economy = parse_client_event('{"type": "session.update", "session": {"economy": true}}')
+    assert isinstance(economy, SessionUpdate) and economy.session.economy is True
+    assert isinstance(parse_client_event('{"type": "session.usage"}'), SessionUsageRequest)
+
+
+def test_instructions_over_the_limit_are_refused_with_the_limit_named() -> None:
+    text = '{"type": "session.update", "session": {"instructions": "' + "x" * 2001 + '"}}'
+    error = _error(text)
+    assert error.code == "invalid_session_update"
+    assert "instructions" in error.message and "2000 characters" in error.message
 
 
 @pytest.mark.parametrize(
@@ -80,6 +92,7 @@ def test_audio_played_and_session_update_parse() -> None:
             "invalid_session_update",
         ),
         ('{"type": "session.update", "session": [1]}', "invalid_session_update"),
+        ('{"type": "session.update", "session": {"economy": "yes"}}', "invalid_session_update"),
     ],
 )
 def test_known_event_with_bad_fields_gets_its_own_code(text: str, code: str) -> None:

@@ -19,6 +19,7 @@ from shared.schema import (
     ReplyDone,
     ReplyPhrase,
     ReplyRequested,
+    ReplyUsage,
     ServiceError,
     SessionClosed,
     SessionOpened,
@@ -46,6 +47,7 @@ ALL_KINDS: list[Message] = [
     ReplyRequested(**ENVELOPE, text="hello", output_sample_rate=22_050, speech_ended_at=1.5),
     ReplyPhrase(**ENVELOPE, text="Paris is the capital of France.", output_sample_rate=48_000),
     ReplyDone(**ENVELOPE, phrase_count=4),
+    ReplyUsage(**ENVELOPE, engine="openai", model="m", input_tokens=40, output_tokens=12, tool_calls=1),
     AudioChunk(**ENVELOPE, phrase_seq=2, sample_rate=16_000, audio=NOT_UTF8),
     PhraseAudioDone(**ENVELOPE, phrase_seq=2, chunk_count=9),
     Cancel(**ENVELOPE),
@@ -55,7 +57,7 @@ ALL_KINDS: list[Message] = [
 
 def test_every_kind_is_covered() -> None:
     kinds = {message.kind for message in ALL_KINDS}
-    assert len(kinds) == len(ALL_KINDS) == 12
+    assert len(kinds) == len(ALL_KINDS) == 13
 
 
 @pytest.mark.parametrize("message", ALL_KINDS, ids=lambda m: m.kind)
