@@ -15,7 +15,10 @@ from starlette.routing import Route
 
 from tests.fake_server import ThreadedServer
 
-_STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 500: "INTERNAL"}
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL", 503: "UNAVAILABLE",
+}  # fmt: skip
 _SUFFIX = ":streamGenerateContent"
 
 
@@ -50,6 +53,8 @@ class FakeGeminiServer(ThreadedServer):
         self.words_per_chunk = words_per_chunk
         self.delay_s = delay_s
         self.fail_status = fail_status
+        self.drop_after: int | None = None
+        """Chunks sent before the connection is cut mid-stream (None: never)."""
         self.tool_call: tuple[str, dict[str, Any]] | None = None
         """(name, args) of a function call to make when tools are offered and the user has just spoken."""
         self.requests: list[ReceivedRequest] = []
@@ -100,7 +105,11 @@ class FakeGeminiServer(ThreadedServer):
         pieces = self.chunks(reply)
         finished = False
         try:
-            for chunk in self._chunks(model, pieces):
+            for i, chunk in enumerate(self._chunks(model, pieces)):
+                if self.drop_after is not None and i >= self.drop_after:
+                    raise ConnectionResetError(
+                        "fake server dropped the stream"
+                    )  # uvicorn aborts the response
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
                 yield chunk

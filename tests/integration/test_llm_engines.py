@@ -157,13 +157,28 @@ async def test_gemini_sends_system_instruction_and_history(
     assert sent == [("user", "Hi"), ("model", "Hello! How can I help?"), ("user", QUESTION[1].text)]
 
 
+@pytest.mark.parametrize(
+    ("status", "name"), [(429, "RESOURCE_EXHAUSTED"), (500, "INTERNAL"), (503, "UNAVAILABLE")]
+)
 async def test_gemini_server_error_raises_generation_error(
-    gemini: GeminiGenerator, gemini_server: FakeGeminiServer
+    gemini: GeminiGenerator, gemini_server: FakeGeminiServer, status: int, name: str
 ) -> None:
-    gemini_server.fail_status = 500
-    with pytest.raises(GenerationError, match="500") as caught:
+    gemini_server.fail_status = status
+    with pytest.raises(GenerationError, match=f"{status} {name}") as caught:
         await collect(gemini, QUESTION)
     assert KEY not in str(caught.value)
+
+
+async def test_gemini_stream_cut_mid_reply_is_an_error_not_a_hang(
+    gemini: GeminiGenerator, gemini_server: FakeGeminiServer
+) -> None:
+    gemini_server.drop_after = 1
+    received: list[str] = []
+    async with asyncio.timeout(15):
+        with pytest.raises(GenerationError, match="transport error"):
+            async for delta in gemini.stream(QUESTION):
+                received.append(delta)
+    assert received == gemini_server.chunks()[:1]
 
 
 async def test_gemini_wrong_key_raises_generation_error(gemini_server: FakeGeminiServer) -> None:

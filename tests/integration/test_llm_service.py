@@ -98,12 +98,13 @@ async def test_gemini_reply_streams_phrases_to_tts_and_gateway(bus: Bus) -> None
     assert "Be brief." in second_body, "the session's instructions join the system prompt"
 
 
-async def test_gemini_failure_becomes_an_error_event(bus: Bus) -> None:
-    with FakeGeminiServer(fail_status=500) as server:
+@pytest.mark.parametrize("status", [429, 503])
+async def test_gemini_failure_becomes_an_error_event(bus: Bus, status: int) -> None:
+    with FakeGeminiServer(fail_status=status) as server:
         out = await _answer(bus, server, _ask("s2", 0, "Hello?"))
     errors = [m for m in out if isinstance(m, ServiceError)]
     assert errors and errors[0].code == "turn_failed"
-    assert server.api_key not in errors[0].message
+    assert str(status) in errors[0].message and server.api_key not in errors[0].message
 
 
 async def test_request_of_a_stale_turn_is_not_answered(bus: Bus) -> None:
