@@ -23,7 +23,7 @@ from clients.bench import hops
 from clients.bench.autoscale import gateway_replicas, worker_replicas
 from clients.bench.loadstack import LoadStack
 from clients.bench.metrics import HistogramTotals, parse_histograms
-from clients.bench.procstat import Timeline
+from clients.bench.procstat import MACHINE, Timeline
 from clients.bench.stats import summarize
 from shared import keys
 
@@ -141,6 +141,7 @@ class Level:
     autoscaler_replicas: dict[str, int]
     client_lag_p99_ms: float
     client_lag_max_ms: float
+    others_cores: float  # CPU the machine spent on processes outside the benchmark meanwhile
     v2v_ms: list[float] = field(default_factory=list)
 
     @property
@@ -285,7 +286,8 @@ def _measure(
         v for k, v in counters.items() if k.startswith(_DROPPED) and not any(r in k for r in _NOT_A_DROP)
     )
     cpu = timeline.cpu_cores(start, end)
-    rss = timeline.peak_rss(start, end)
+    machine = cpu.pop(MACHINE, 0.0)
+    rss = {k: v for k, v in timeline.peak_rss(start, end).items() if k != MACHINE}
     services = [name for name in cpu if not name.startswith("client")]
     pending, lag = queues.means(start, end)
     stage_mean: dict[str, float] = {}
@@ -326,6 +328,7 @@ def _measure(
         autoscaler_replicas=replicas,
         client_lag_p99_ms=max((lag_["p99"] for lag_ in lags), default=0.0),
         client_lag_max_ms=max((lag_["max"] for lag_ in lags), default=0.0),
+        others_cores=round(max(0.0, machine - sum(cpu.values())), 2),
         v2v_ms=v2v,
     )
 

@@ -42,9 +42,9 @@ def table(sweep: Sweep) -> str:
         "| K | answered | voice-to-voice p50 | p95 | bus hop p50 | p99 | p99 all running | dropped frames "
         "| reply gaps "
         "| CPU cores gateway / asr / llm / tts / redis / clients | sessions per gateway core "
-        "| services' CPU per session | MB per session | client lag p99 "
+        "| services' CPU per session | MB per session | client lag p99 | other load "
         "| autoscalers' replicas gw / asr / llm / tts |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for lv in sweep.levels:
         lines.append(
@@ -53,7 +53,8 @@ def table(sweep: Sweep) -> str:
             f"| {_fmt(lv.steady_hop_p99_ms, 2)} ms "
             f"| {lv.dropped} | {lv.reply_gaps} | {_cores(lv)} | {_fmt(lv.sessions_per_gateway_core)} "
             f"| {lv.service_cpu_per_session_pct:.1f} % "
-            f"| {lv.service_mb_per_session:.2f} | {lv.client_lag_p99_ms:.0f} ms | {_replicas(lv)} |"
+            f"| {lv.service_mb_per_session:.2f} | {lv.client_lag_p99_ms:.0f} ms "
+            f"| {lv.others_cores:.2f} cores | {_replicas(lv)} |"
         )
     return "\n".join(lines)
 
@@ -87,15 +88,16 @@ def summary(run: LoadRun) -> str:
     delays = ", ".join(f"{k} {v:g} ms" for k, v in run.fake_delays.items())
     lines = [
         f"Machine: {run.machine}; {run.date}; load average at the end: {run.load_average}. Engines: "
-        f"{run.engines}{f' ({delays})' if delays else ''}; each session asks {run.turns} questions in a row, "
+        f"{run.engines}{f' ({delays})' if delays else ''}; each session asks {run.turns} "
+        f"question{'s' * (run.turns != 1)} in a row, "
         "each once the previous reply has played out.",
     ]
-    for sweep in run.sweeps:
+    for index, sweep in enumerate(run.sweeps):
+        if index == 1 and run.scaled is not None:
+            lines += ["", f"The same sweep with more replicas of **{run.scaled}** ({run.scaled_because}):"]
         lines += ["", f"**{sweep.label}**", "", table(sweep), "", knee_line(run, sweep)]
         if sweep.error:
             lines.append(f"The sweep stopped early: {sweep.error}.")
-    if run.scaled is not None:
-        lines += ["", f"Second sweep: two replicas of **{run.scaled}** ({run.scaled_because})."]
     return "\n".join(lines)
 
 

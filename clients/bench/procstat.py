@@ -11,6 +11,17 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (every CPU, everything but idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / _TICKS
+
+
+MACHINE = "machine"
+"""The name under which a Timeline keeps the whole machine's busy time."""
+
+
 @dataclass(frozen=True)
 class ProcSample:
     """One process at one moment: CPU seconds used so far (user + system) and resident memory."""
@@ -42,6 +53,7 @@ class Timeline:
     def add(self, at: float, pids: dict[str, int]) -> None:
         """Sample every process at wall-clock time `at`."""
         found = {name: s for name, pid in pids.items() if (s := sample(pid)) is not None}
+        found[MACHINE] = ProcSample(machine_busy_s(), 0)
         self.times.append(at)
         self.samples.append(found)
 
