@@ -20,7 +20,9 @@ async def test_the_scheme_selects_the_client() -> None:
         assert type(plain) is Redis and isinstance(cluster, RedisCluster) and isinstance(tls, RedisCluster)
         assert cluster.connection_kwargs["username"] == "u" and cluster.connection_kwargs["password"] == "pw"
         assert tls.connection_kwargs["connection_class"] is SSLConnection
-        assert [(n.host, n.port) for n in cluster.nodes_manager.startup_nodes.values()] == [("127.0.0.1", 7000)]
+        assert [(n.host, n.port) for n in cluster.nodes_manager.startup_nodes.values()] == [
+            ("127.0.0.1", 7000)
+        ]
     finally:
         for client in (plain, cluster, tls):
             await client.aclose()
