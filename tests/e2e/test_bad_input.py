@@ -47,7 +47,7 @@ async def _abuse(url: str) -> list[str]:
         updated = await _next_event(ws)
         assert updated == {
             "type": "session.updated",
-            "session": {"output_sample_rate": 24000, "instructions": ""},
+            "session": {"output_sample_rate": 24000, "instructions": "", "economy": False},
         }
         seen.append(updated["type"])
         with pytest.raises(ConnectionClosed) as closed:
