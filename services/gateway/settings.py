@@ -32,9 +32,10 @@ class GatewaySettings(ServiceSettings):
     max_sessions_per_ip: int = Field(default=32, ge=0)
     """Open sessions one client address may hold (0: no limit); more are refused with 1013. Behind a
     reverse proxy, the address is the one it forwards (uvicorn's `FORWARDED_ALLOW_IPS`)."""
-    asr_admission_timeout_s: float = Field(default=5.0, gt=0)
+    asr_admission_timeout_s: float = Field(default=15.0, gt=0)
     """A session no ASR replica has taken within this long (all full, or none running) is told
-    `server_busy` and closed with 1013."""
+    `server_busy` and closed with 1013. Generous: on a loaded machine (a CI run with other tests beside
+    it) a replica with room took more than 5 s to pick a session up, and refusing it then was wrong."""
     max_frame_bytes: int = 32_000
     """Largest PCM frame accepted (1 s at 16 kHz); larger ones get a `frame_too_large` error."""
     ws_max_message_bytes: int = 1 << 20

@@ -63,8 +63,11 @@ async def test_a_pause_mid_sentence_keeps_one_turn_and_the_discarded_speculation
     heard = result.transcript.lower()
     assert "capital" in heard and "france" in heard, result.transcript
     assert result.reply_text and result.reply_audio
-    # A reply was started on "What is the capital of" during the pause, then thrown away.
-    assert after.get("discarded", 0) > before.get("discarded", 0), (before, after)
+    # A reply was started on "What is the capital of" during the pause, then thrown away. On a loaded machine
+    # Whisper can finish the pause's text after the speaker went on: then it is dropped before any reply.
+    started, used, discarded = (after.get(k, 0) - before.get(k, 0) for k in ("started", "used", "discarded"))
+    assert used == 1 and started == used + discarded, (before, after)
+    assert discarded == 1 or started == 1, (before, after)
     trace = [e for e in conversation.trace if e.direction == "in"]
     kinds = [e.type for e in trace]
     assert kinds.count("transcript.final") == 1

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -95,20 +95,21 @@ async def test_a_valid_token_opens_a_session(bus: Bus) -> None:
         assert await _keys(bus) > 0  # sessions, unlike refusals, do write to Redis
 
 
-@pytest.mark.parametrize(
-    ("token", "reason"),
-    [
-        (None, "token required"),
-        (TOKENS.mint(ttl_s=60, now=time.time() - 3600), "token expired"),
-        (Tokens(SECRET.encode(), audience="another-service").mint(), "token invalid"),
-        (Tokens(b"a-different-secret-" + b"y" * 45).mint(), "token invalid"),
-        ("not.a.token", "token invalid"),
-    ],
-    ids=["missing", "expired", "wrong-audience", "bad-signature", "garbage"],
-)
-async def test_a_bad_token_is_refused_before_anything_reaches_redis(
-    bus: Bus, token: str | None, reason: str
-) -> None:
+# Minted when the test runs, not when it is collected: a long suite would otherwise expire them all.
+_BAD_TOKENS: dict[str, Callable[[], str | None]] = {
+    "missing": lambda: None,
+    "expired": lambda: TOKENS.mint(ttl_s=60, now=time.time() - 3600),
+    "wrong-audience": lambda: Tokens(SECRET.encode(), audience="another-service").mint(),
+    "bad-signature": lambda: Tokens(b"a-different-secret-" + b"y" * 45).mint(),
+    "garbage": lambda: "not.a.token",
+}
+_REASONS = {"missing": "token required", "expired": "token expired"}
+
+
+@pytest.mark.parametrize("kind", list(_BAD_TOKENS))
+async def test_a_bad_token_is_refused_before_anything_reaches_redis(bus: Bus, kind: str) -> None:
+    token = _BAD_TOKENS[kind]()
+    reason = _REASONS.get(kind, "token invalid")
     async with _serving(_settings(), bus) as port:
         assert await _keys(bus) == 0
         async with _open(port, token) as ws:
