@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -81,15 +82,27 @@ async def test_work_taken_over_stays_with_the_new_owner_and_the_old_one_stops(bu
         finally:
             ended.set()
 
+    async def rival_keeps_its_lease(entry_id: bytes) -> None:
+        # The rival is alive: it renews its lease, so its work never looks abandoned (on a slow machine the
+        # test would otherwise outlast CLAIM_IDLE_MS and "a" would rightly adopt the rival's work).
+        while True:
+            await bus.redis.xclaim(STREAM, GROUP, "rival", 0, [entry_id], justid=True)
+            await asyncio.sleep(CLAIM_IDLE_MS / 3000)
+
     async with running(bus, handle, consumer="a", claim_idle_ms=CLAIM_IDLE_MS, grace_s=0.2) as worker:
         await bus.send(STREAM, _request("s1", 0))
         await asyncio.wait_for(started.wait(), timeout=5)
         [entry_id] = await _owners(bus)
         # Another replica takes it over, as it does when this one looks dead (stalled past CLAIM_IDLE_MS).
-        await bus.redis.xclaim(STREAM, GROUP, "rival", 0, [entry_id], justid=True)
-        await eventually(lambda: ended.is_set() and worker.in_flight == 0)
-        await asyncio.sleep(0.5)  # more lease rounds
-        assert await _owners(bus) == {entry_id: b"rival"}
+        rival = asyncio.create_task(rival_keeps_its_lease(entry_id))
+        try:
+            await eventually(lambda: ended.is_set() and worker.in_flight == 0)
+            await asyncio.sleep(0.5)  # more lease rounds
+            assert await _owners(bus) == {entry_id: b"rival"}
+        finally:
+            rival.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await rival
     assert await _owners(bus) == {entry_id: b"rival"}, "the old owner neither acks nor requeues it"
     assert await bus.redis.xlen(STREAM) == 1
 
