@@ -115,6 +115,11 @@ def _add_load(benchmarks: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="client processes sharing the sessions (default 2)",
     )
     load.add_argument("--timeout", type=float, default=60.0, help="seconds for each reply (default 60)")
+    load.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="an existing Redis (redis+cluster:// for a cluster) instead of one started for the run",
+    )
     load.add_argument("--fake-asr-ms", type=float, default=50.0, help="fake transcription time (default 50)")
     load.add_argument("--fake-llm-first-ms", type=float, default=150.0, help="fake first token (default 150)")
     load.add_argument("--fake-llm-token-ms", type=float, default=20.0, help="fake time per word (default 20)")

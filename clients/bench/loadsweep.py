@@ -126,7 +126,14 @@ async def _sweep(
     args: argparse.Namespace, sweep: Sweep, questions: list[str], fake_env: dict[str, str]
 ) -> None:
     sizes: list[int] = args.sessions
-    with LoadStack(args.engines, sweep.replicas, max_sessions=max(sizes) + 10, fake_env=fake_env) as stack:
+    stack_of = LoadStack(
+        args.engines,
+        sweep.replicas,
+        max_sessions=max(sizes) + 10,
+        fake_env=fake_env,
+        redis_url=args.redis_url,
+    )
+    with stack_of as stack:
         print(f"--- {sweep.label}: ready ({', '.join(p.name for p in stack.processes)})", flush=True)
         redis = connect(stack.redis_url or "")
         try:
