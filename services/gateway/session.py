@@ -435,7 +435,7 @@ class GatewaySession:
             async with self._send_lock:
                 await self.ws.send_bytes(pcm)
             reply.sent(len(pcm), time.monotonic())
-            self.usage.audio_out(len(pcm), reply.sample_rate)
+            self.usage.audio_out(len(pcm), reply.sample_rate, reply.turn_id)
         if assembler.complete and not assembler.ended:
             assembler.ended = True
             await self.send(server_event("audio.end", turn_id=reply.turn_id))

@@ -4,6 +4,7 @@ counted in Prometheus by engine and model (never by session)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,6 +63,10 @@ class SessionUsage:
         self.replies = 0
         self.audio_in_s = 0.0
         self.audio_out_s = 0.0
+        # Per turn: the reply audio sent for it, and the microphone audio received since the turn before was
+        # charged (so the turns' figures add up to the session's, but for audio after the last charge).
+        self.turn_audio: dict[int, dict[str, float]] = {}
+        self._in_since_charge_s = 0.0
 
     @property
     def tokens(self) -> int:
@@ -72,18 +77,28 @@ class SessionUsage:
         """Microphone audio (16 kHz s16le mono) received from the client."""
         seconds = pcm_bytes / (SAMPLE_WIDTH * ASR_SAMPLE_RATE)
         self.audio_in_s += seconds
+        self._in_since_charge_s += seconds
         USAGE_AUDIO_SECONDS.labels(direction="in").inc(seconds)
 
-    def audio_out(self, pcm_bytes: int, sample_rate: int) -> None:
-        """Reply audio sent to the client."""
+    def audio_out(self, pcm_bytes: int, sample_rate: int, turn_id: int) -> None:
+        """Reply audio of turn `turn_id` sent to the client."""
         seconds = pcm_bytes / (SAMPLE_WIDTH * sample_rate)
         self.audio_out_s += seconds
+        self._audio_of(turn_id)["audio_out_seconds"] += seconds
         USAGE_AUDIO_SECONDS.labels(direction="out").inc(seconds)
+
+    def _audio_of(self, turn_id: int) -> dict[str, float]:
+        audio = self.turn_audio.setdefault(turn_id, {"audio_in_seconds": 0.0, "audio_out_seconds": 0.0})
+        while len(self.turn_audio) > MAX_TURN_RECORDS:
+            del self.turn_audio[next(iter(self.turn_audio))]
+        return audio
 
     async def add_reply(self, turn_id: int, report: ReplyUsage) -> bool:
         """Charge the session for the reply of `turn_id` (released to the client), and save; True when this
         reply took the session to its token budget."""
         record = TurnUsage.of(turn_id, report)
+        self._audio_of(turn_id)["audio_in_seconds"] += self._in_since_charge_s
+        self._in_since_charge_s = 0.0
         old = self.turns.pop(turn_id, None)
         self.turns[turn_id] = record
         self.replies += old is None
@@ -113,18 +128,24 @@ class SessionUsage:
         return True
 
     async def save(self, record: TurnUsage | None = None, dropped: list[int] | None = None) -> None:
-        """Write the totals (and a turn's record) to Redis, expiring with the session."""
+        """Write the totals and a turn's record (without one: every turn's, as at the session's end) to Redis,
+        expiring with the session."""
         totals, turns = keys.usage(self.session_id), keys.usage_turns(self.session_id)
+        records = [record] if record is not None else list(self.turns.values())
         async with self.redis.pipeline(transaction=True) as pipe:
             fields: Mapping[Any, Any] = self.totals()
             pipe.hset(totals, mapping=fields)
-            if record is not None:
-                pipe.hset(turns, str(record.turn_id), record.model_dump_json())
+            if records:
+                pipe.hset(turns, mapping={str(r.turn_id): json.dumps(self._turn_record(r)) for r in records})
             if dropped:
                 pipe.hdel(turns, *(str(turn) for turn in dropped))
             pipe.expire(totals, SESSION_TTL_SECONDS)
             pipe.expire(turns, SESSION_TTL_SECONDS)
             await cancel_safe(pipe.execute())
+
+    def _turn_record(self, record: TurnUsage) -> dict[str, Any]:
+        audio = self._audio_of(record.turn_id)
+        return {**record.model_dump(), **{k: round(v, 3) for k, v in audio.items()}}
 
     def totals(self) -> dict[str, int | float]:
         """The session's totals, as sent and stored."""
@@ -144,5 +165,5 @@ class SessionUsage:
             "type": "session.usage",
             "session_id": self.session_id,
             **self.totals(),
-            "turns": [record.model_dump() for record in self.turns.values()],
+            "turns": [self._turn_record(record) for record in self.turns.values()],
         }

@@ -158,6 +158,14 @@ async def test_session_usage_sums_the_servers_usage_for_a_scripted_conversation(
     assert final["audio_out_seconds"] == pytest.approx(phrases * 0.1, rel=0.05)
     per_turn = [(t["turn_id"], t["input_tokens"], t["output_tokens"], t["estimated"]) for t in final["turns"]]
     assert per_turn == [(n, u["prompt_tokens"], u["completion_tokens"], False) for n, u in enumerate(sent, 1)]
+    # Per turn too: each reply's audio, and the microphone audio up to its charge; they add up to the totals.
+    assert all(t["audio_out_seconds"] > 0 for t in final["turns"])
+    assert sum(t["audio_out_seconds"] for t in final["turns"]) == pytest.approx(
+        final["audio_out_seconds"], abs=0.01
+    )
+    assert 0 < sum(t["audio_in_seconds"] for t in final["turns"]) <= final["audio_in_seconds"] + 0.01
+    stored_turn = json.loads((await bus.redis.hget(keys.usage_turns(session.session_id), "1")) or "{}")
+    assert stored_turn["audio_out_seconds"] == final["turns"][0]["audio_out_seconds"]
     stored: Any = await bus.redis.hgetall(keys.usage(session.session_id))
     assert int(stored[b"llm_output_tokens"]) == expected["llm_output_tokens"]
     turns_kept: Any = await bus.redis.hlen(keys.usage_turns(session.session_id))
