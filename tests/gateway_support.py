@@ -8,7 +8,9 @@ from contextlib import asynccontextmanager
 
 from services.gateway.app import Gateway
 from services.gateway.settings import GatewaySettings
-from shared.bus import Bus
+from shared import keys
+from shared.bus import Bus, WorkQueue
+from shared.schema import ReplyRequested
 
 
 @asynccontextmanager
@@ -27,3 +29,18 @@ async def serving(settings: GatewaySettings, bus: Bus, drain_s: float = 5.0) -> 
         await gateway.drain(drain_s)
         server.should_exit = True
         await task
+
+
+async def next_request(bus: Bus, group: str) -> ReplyRequested:
+    """The next reply request on the LLM queue, read as a replica of `group` would (within 5 s)."""
+    queue = WorkQueue(bus, keys.LLM_REQUESTS, group, "t", label="test", block_ms=100)
+    await queue.ensure_group()
+    try:
+        async with asyncio.timeout(5):
+            while not (deliveries := await queue.read()):
+                pass
+    finally:
+        await queue.close()
+    request = deliveries[0].message
+    assert isinstance(request, ReplyRequested)
+    return request

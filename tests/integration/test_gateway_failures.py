@@ -16,7 +16,7 @@ from services.gateway import session as gateway_session
 from services.gateway.session import GatewaySession
 from services.gateway.settings import GatewaySettings
 from shared import keys
-from shared.bus import Bus, WorkQueue
+from shared.bus import Bus
 from shared.schema import (
     AudioChunk,
     Message,
@@ -29,6 +29,7 @@ from shared.schema import (
     decode,
 )
 from tests.eventually import eventually
+from tests.gateway_support import next_request
 
 pytestmark = pytest.mark.integration
 
@@ -87,17 +88,7 @@ async def _ask(bus: Bus, session: GatewaySession) -> ReplyRequested:
         session_id=sid, turn_id=0, seq=2, text="Capital of France?", utterance=1, speech_ended_at=time.time()
     )
     await _from_asr(bus, session, final)
-    queue = WorkQueue(bus, keys.LLM_REQUESTS, "test-llm", "t", label="test", block_ms=100)
-    await queue.ensure_group()
-    try:
-        async with asyncio.timeout(5):
-            while not (deliveries := await queue.read()):
-                pass
-    finally:
-        await queue.close()
-    request = deliveries[0].message
-    assert isinstance(request, ReplyRequested)
-    return request
+    return await next_request(bus, "test-llm")
 
 
 async def test_a_client_gone_right_after_the_handshake_still_closes_its_asr_session(bus: Bus) -> None:

@@ -25,7 +25,6 @@ from shared import keys
 from shared.bus import Bus, WorkQueue
 from shared.schema import (
     Message,
-    ReplyRequested,
     ReplyUsage,
     SpeechResumed,
     SpeechStarted,
@@ -34,6 +33,7 @@ from shared.schema import (
 )
 from tests.eventually import eventually
 from tests.fake_openai import FakeOpenAIServer
+from tests.gateway_support import next_request
 from tests.integration.test_gateway_failures import FakeSocket
 
 pytestmark = pytest.mark.integration
@@ -171,20 +171,6 @@ async def test_session_usage_sums_the_servers_usage_for_a_scripted_conversation(
     turns_kept: Any = await bus.redis.hlen(keys.usage_turns(session.session_id))
     ttl: Any = await bus.redis.ttl(keys.usage(session.session_id))
     assert turns_kept == 3 and 0 < ttl <= 120, "kept per turn, expiring with the session"
-
-
-async def next_request(bus: Bus, group: str) -> ReplyRequested:
-    queue = WorkQueue(bus, keys.LLM_REQUESTS, group, "t", label="test", block_ms=100)
-    await queue.ensure_group()
-    try:
-        async with asyncio.timeout(5):
-            while not (deliveries := await queue.read()):
-                pass
-    finally:
-        await queue.close()
-    request = deliveries[0].message
-    assert isinstance(request, ReplyRequested)
-    return request
 
 
 def usage_of(session: GatewaySession, work_id: int, tokens: int) -> ReplyUsage:
