@@ -87,7 +87,9 @@ class AsrService:
             log.warning("unexpected message on ASR dispatch", extra={"kind": message.kind})
             return
         assert self.recognizer is not None, "load() first"
-        endpointer = Endpointer(SileroDetector(), self.endpointer_config)
+        # Building the VAD model takes 65-150 ms (measured under load): off the loop, or every other session's
+        # audio would stall meanwhile.
+        endpointer = Endpointer(await asyncio.to_thread(SileroDetector), self.endpointer_config)
         ASR_SESSIONS.inc()
         try:
             await SessionTranscriber(
