@@ -84,6 +84,7 @@ class InProcessBench:
                 gemini_base_url=llm.gemini_base_url,
                 model_path=llm.model_path,
                 n_threads=inference_threads(llm.n_threads, CPU_SHARE),
+                n_threads_batch=llm.n_threads_batch,
                 max_tokens=llm.max_tokens,
                 temperature=llm.temperature,
             )

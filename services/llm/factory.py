@@ -32,7 +32,9 @@ def resolve_engine(engine: str, openai_base_url: str | None, gemini_api_key: str
     return "openai" if openai_base_url else "gemini" if gemini_api_key else "llama"
 
 
-def generator_for(settings: LlmSettings, n_threads: int | None) -> Generator:
+def generator_for(
+    settings: LlmSettings, n_threads: int | None, n_threads_batch: int | None = None
+) -> Generator:
     """The generator the settings describe, with the built-in tools where the engine can call them."""
     s = settings
     gemini_key = s.gemini_key()
@@ -46,7 +48,7 @@ def generator_for(settings: LlmSettings, n_threads: int | None) -> Generator:
         engine=engine, openai_base_url=s.openai_base_url, openai_model=s.openai_model,
         openai_api_key=s.openai_key(), gemini_api_key=gemini_key, gemini_model=s.gemini_model,
         gemini_base_url=s.gemini_base_url, model_path=s.model_path, n_threads=n_threads,
-        max_tokens=s.max_tokens, temperature=s.temperature, tools=tools,
+        n_threads_batch=n_threads_batch, max_tokens=s.max_tokens, temperature=s.temperature, tools=tools,
     )  # fmt: skip
 
 
@@ -61,6 +63,7 @@ def build_generator(
     gemini_base_url: str | None = None,
     model_path: str | None = None,
     n_threads: int | None = None,
+    n_threads_batch: int | None = None,
     max_tokens: int = 256,
     temperature: float = 0.2,
     tools: ToolRunner | None = None,
@@ -93,6 +96,7 @@ def build_generator(
     return LlamaCppGenerator(
         model_path or bundled_model_path(),
         n_threads=n_threads,
+        n_threads_batch=n_threads_batch,
         max_tokens=max_tokens,
         temperature=temperature,
     )

@@ -50,6 +50,7 @@ class LlamaCppGenerator:
         model_path: str,
         *,
         n_threads: int | None = None,
+        n_threads_batch: int | None = None,
         n_ctx: int = 2048,
         max_tokens: int = 256,
         temperature: float = 0.2,
@@ -67,6 +68,8 @@ class LlamaCppGenerator:
             model_path=model_path,
             n_ctx=n_ctx,
             n_threads=n_threads,
+            # Not llama-cpp-python's default (every CPU): the prompt is read on the process's own share.
+            n_threads_batch=n_threads_batch or n_threads,
             n_ubatch=_safe_ubatch(n_ubatch),
             verbose=False,
         ).result()

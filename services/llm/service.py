@@ -78,7 +78,7 @@ class LlmService:
         if self.generator is None:
             s = self.settings
             threads = inference_threads(s.n_threads, s.cpu_share)
-            self.generator = await asyncio.to_thread(generator_for, s, threads)
+            self.generator = await asyncio.to_thread(generator_for, s, threads, s.n_threads_batch)
         log.info("generator ready", extra={"engine": self.generator.name})
 
     async def run(self, stop: asyncio.Event) -> None:

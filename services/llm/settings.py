@@ -49,6 +49,9 @@ class LlmSettings(ServiceSettings):
     """A GGUF file for llama.cpp; default: the bundled SmolLM2-135M-Instruct."""
     n_threads: int | None = None
     """llama.cpp threads; default: this process's share of the CPUs (shared.cpu)."""
+    n_threads_batch: int | None = None
+    """llama.cpp threads for reading the prompt; default: `n_threads`. (llama-cpp-python's own default is
+    every CPU of the machine, more than the process's share when services share the cores.)"""
     max_tokens: int = 160
     temperature: float = 0.0
     """Greedy by default: the 135M offline model drifts into French when it samples."""

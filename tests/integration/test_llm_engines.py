@@ -122,6 +122,23 @@ async def test_llama_trims_a_history_longer_than_its_context() -> None:
         generator.close()
 
 
+async def test_llama_reads_the_prompt_on_its_own_threads_only() -> None:
+    # llama-cpp-python reads the prompt on every CPU by default; beside other services that oversubscribes.
+    generator = await asyncio.to_thread(build_generator, n_threads=1, max_tokens=8)
+    assert isinstance(generator, LlamaCppGenerator)
+    try:
+        context = generator._llama.context_params
+        assert (context.n_threads, context.n_threads_batch) == (1, 1)
+    finally:
+        generator.close()
+    generator = await asyncio.to_thread(build_generator, n_threads=1, n_threads_batch=2, max_tokens=8)
+    assert isinstance(generator, LlamaCppGenerator)
+    try:
+        assert generator._llama.context_params.n_threads_batch == 2
+    finally:
+        generator.close()
+
+
 async def test_factory_without_key_builds_the_local_model() -> None:
     generator = await asyncio.to_thread(build_generator, n_threads=2, max_tokens=16)
     assert isinstance(generator, LlamaCppGenerator)
