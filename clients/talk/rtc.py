@@ -104,6 +104,8 @@ class RtcLink:
         self.channel.on("close", lambda: self._inbox.put_nowait(None))
         self.pc.on("track", self._on_track)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.sounding: list[float] = []
+        """When (monotonic) each frame with sound in it came off the remote track, reply or not."""
 
     async def connect(self, offer_url: str, token: str | None, timeout_s: float = 15.0) -> None:
         """Offer, take the answer, and wait for the data channel to open."""
@@ -176,14 +178,21 @@ class RtcLink:
             if not isinstance(frame, av.AudioFrame):
                 continue
             pcm = b"".join(out.to_ndarray().tobytes() for out in resampler.resample(frame))
+            sound = _has_sound(pcm)
+            if sound:
+                self.sounding.append(time.monotonic())
             if not self._in_reply:
                 continue
             if not self._heard_reply:
-                samples = np.frombuffer(pcm, dtype="<i2")
-                if not samples.size or int(np.abs(samples.astype(np.int32)).max()) < _SILENT_PEAK:
+                if not sound:
                     continue  # the track's silence before the reply's first sound
                 self._heard_reply = True
             self._inbox.put_nowait(pcm)
+
+
+def _has_sound(pcm: bytes) -> bool:
+    samples = np.frombuffer(pcm, dtype="<i2")
+    return bool(samples.size) and int(np.abs(samples.astype(np.int32)).max()) >= _SILENT_PEAK
 
 
 async def open_link(offer_url: str, token: str | None, timeout_s: float = 15.0) -> RtcLink:
