@@ -113,13 +113,14 @@ class RtcLink:
         offer = self.pc.localDescription
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with httpx.AsyncClient(trust_env=False, timeout=timeout_s) as client:
-            response = await client.post(offer_url, json={"type": offer.type, "sdp": offer.sdp}, headers=headers)
-        body = response.json()
+            body = {"type": offer.type, "sdp": offer.sdp}
+            response = await client.post(offer_url, json=body, headers=headers)
+        answer = response.json()
         if response.status_code != 200:
-            error = body.get("error", {}) if isinstance(body, dict) else {}
+            error = answer.get("error", {}) if isinstance(answer, dict) else {}
             raise LinkRefused(response.status_code, str(error.get("code")), str(error.get("message")))
-        self.session_id = body.get("session_id")
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
+        self.session_id = answer.get("session_id")
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
         async with asyncio.timeout(timeout_s):
             await self._opened.wait()
 

@@ -57,6 +57,9 @@ def check_offer(sdp: str) -> None:
         description = SessionDescription.parse(sdp)
     except Exception as exc:  # aiortc's parser raises whatever the malformed line trips on
         raise OfferRefused(400, "bad_sdp", "the offer's SDP cannot be parsed") from exc
+    if not sdp.startswith("v=0") or not description.media:
+        # aiortc's parser skips lines it does not know: nothing recognized is no offer at all.
+        raise OfferRefused(400, "bad_sdp", "the offer's SDP has no media sections")
     kinds = {media.kind for media in description.media}
     if not any(media.kind == "audio" and media.direction in _SENDING for media in description.media):
         raise OfferRefused(400, "no_audio", "the offer has no audio track sent to the gateway (a microphone)")

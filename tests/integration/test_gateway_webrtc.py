@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -16,6 +17,7 @@ from services.gateway.settings import GatewaySettings
 from shared import keys
 from shared.bus import Bus
 from shared.history import load_history
+from shared.schema import FIELD_AUDIO
 from tests.eventually import eventually
 from tests.fake_gemini import FakeGeminiServer
 from tests.gateway_support import serving
@@ -117,8 +119,8 @@ async def test_a_barge_in_stops_the_track_at_once_and_keeps_only_what_was_played
 
 
 async def _has_audio_frames(bus: Bus, session_id: str, count: int) -> bool:
-    entries = await bus.redis.xrange(keys.audio_in(session_id))
-    sizes = {len(fields[b"audio"]) for _, fields in entries if b"audio" in fields}
+    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await bus.redis.xrange(keys.audio_in(session_id)))
+    sizes = {len(fields[FIELD_AUDIO]) for _, fields in entries if FIELD_AUDIO in fields}
     # 20 ms frames of 16-bit PCM (the resampler's first one is shorter by its filter delay).
     assert all(size % 2 == 0 and size <= 640 for size in sizes), sizes
     return len(entries) >= count
