@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -62,9 +62,10 @@ async def _post(url: str, body: bytes | dict[str, Any], **headers: str) -> httpx
         return await client.post(url, json=body, headers=headers)
 
 
-async def _session_keys(bus: Bus) -> list[bytes]:
+async def _session_keys(bus: Bus) -> list[str]:
     """Keys of any session (hash-tagged with its id): a refused offer leaves none."""
-    return [key for key in await bus.redis.keys("*") if b"{" in key]
+    keys = cast(list[bytes], await bus.redis.keys("*"))
+    return [key.decode() for key in keys if b"{" in key]
 
 
 def _error(response: httpx.Response) -> tuple[int, str]:
