@@ -29,6 +29,7 @@ _FRAME_SAMPLES = 960
 _FRAME_BYTES = _FRAME_SAMPLES * SAMPLE_WIDTH
 # Decoded Opus of digital silence is not exactly zero: quieter than this is no reply audio yet.
 _SILENT_PEAK = 64
+_CLOSE_S = 2.0
 
 
 class LinkClosed(ConnectionError):
@@ -146,7 +147,10 @@ class RtcLink:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.microphone.stop()
-        await self.pc.close()
+        # aiortc's close waits for a close already under way; one interrupted (Ctrl-C) never finishes.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_CLOSE_S):
+                await self.pc.close()
 
     def _on_message(self, message: str | bytes) -> None:
         if isinstance(message, bytes):

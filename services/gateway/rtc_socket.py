@@ -12,6 +12,7 @@ when the track has played the turn's audio, not when the last of it was queued.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -145,7 +146,10 @@ class RtcSocket:
         """Close the peer connection (idempotent)."""
         self._disconnected()
         self.track.stop()
-        await self.pc.close()
+        # aiortc's close waits for a close already under way; one that was interrupted never finishes.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_CLOSE_FLUSH_S * 2):
+                await self.pc.close()
 
     # ---- internals
 
