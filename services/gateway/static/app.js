@@ -197,9 +197,9 @@ function connectClient(transport) {
   view.render();
 }
 
-/** The gateway serves no WebRTC: the WebSocket carries the session instead. */
+/** The gateway serves no WebRTC, or WebRTC cannot connect here: the WebSocket carries the session. */
 function fallBackToWebSocket() {
-  logEntry(state, "page", "no WebRTC on this server", "falling back to the WebSocket");
+  logEntry(state, "page", "WebRTC unavailable here", "falling back to the WebSocket");
   connectClient("websocket");
 }
 

@@ -9,6 +9,9 @@ import { decodeEvent, describe } from "./protocol.js";
 const RETRY_DELAYS_MS = [500, 1500, 4000];
 const STATS_EVERY_MS = 100;
 const GATHER_TIMEOUT_MS = 3000;
+// A session that has not started this long after the offer went out never will over WebRTC here (UDP
+// blocked, no route to the gateway's candidates): the page falls back to the WebSocket.
+const START_TIMEOUT_MS = 10000;
 const TOKEN_PROBLEMS = ["token required", "token invalid", "token expired"];
 
 /** Whether this browser can talk WebRTC at all. */
@@ -56,6 +59,7 @@ export class RtcClient {
     this.attempt = 0;
     this.retryTimer = null;
     this.statsTimer = null;
+    this.startTimer = null;
     this.everStarted = false;
     this.framesSent = 0;
     this.ended = false; // the current connection was reported ended (once)
@@ -117,6 +121,16 @@ export class RtcClient {
       return;
     }
     this.statsTimer = setInterval(() => this.pollStats(pc), STATS_EVERY_MS);
+    if (!this.everStarted) this.startTimer = setTimeout(() => this.neverStarted(pc), START_TIMEOUT_MS);
+  }
+
+  /** The first session never started over WebRTC: give way to the WebSocket if the page has one. */
+  neverStarted(pc) {
+    if (pc !== this.pc || this.everStarted || this.handlers.onUnsupported === undefined) return;
+    this.handlers.onWire("in", "(no WebRTC connection)", `nothing within ${START_TIMEOUT_MS / 1000} s`);
+    this.ended = true;
+    this.hangUp();
+    this.handlers.onUnsupported();
   }
 
   receive(data) {
@@ -137,6 +151,7 @@ export class RtcClient {
     const event = decodeEvent(wire);
     if (event === null) return;
     if (event.kind === "sessionStarted") {
+      clearTimeout(this.startTimer);
       this.everStarted = true;
       this.attempt = 0;
       this.tokenRenewed = false;
@@ -176,6 +191,12 @@ export class RtcClient {
       return;
     }
     const why = endReason(code, detail, this.everStarted);
+    if (!this.everStarted && code === 1006 && this.handlers.onUnsupported !== undefined) {
+      // The first connection failed outright (ICE, DTLS): this network does not carry WebRTC here.
+      this.handlers.onWire("in", "(no WebRTC connection)", detail);
+      this.handlers.onUnsupported();
+      return;
+    }
     this.handlers.onWire("in", "(closed)", `code ${code}${detail ? `: ${detail}` : ""}`);
     if (why.reason === "auth" && this.getToken !== null && !this.tokenRenewed) {
       this.tokenRenewed = true;
@@ -209,6 +230,7 @@ export class RtcClient {
   }
 
   hangUp() {
+    clearTimeout(this.startTimer);
     clearInterval(this.statsTimer);
     this.statsTimer = null;
     const pc = this.pc;
