@@ -221,7 +221,6 @@ def test_summary_lists_failures() -> None:
     assert "mesh turn 2 ('What is the capital of France?'): no reply within 60 s" in text
 
 
-
 def test_summary_compares_the_transports_when_both_ran() -> None:
     mesh = [_turn("mesh", i, ms) for i, ms in enumerate((800.0, 900.0))]
     webrtc = [_turn("mesh-webrtc", i, ms) for i, ms in enumerate((880.0, 990.0))]
