@@ -33,6 +33,9 @@ class WebRtcEndpoint:
     """Answers offers and owns the tasks of the WebRTC sessions it started."""
 
     def __init__(self, gateway: Gateway) -> None:
+        # aioice logs every candidate pair and address at INFO: noise, and client addresses besides.
+        for name in ("aioice", "aiortc"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.gateway = gateway
         self.settings = gateway.settings
         self._answering = 0  # offers being answered: they hold a session's place

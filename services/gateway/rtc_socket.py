@@ -34,6 +34,8 @@ MAX_PENDING_AUDIO = 100
 """Microphone frames (20 ms each) waiting for the session; more are dropped (the session is stalled)."""
 MAX_PENDING_TEXT = 64
 """Data-channel messages waiting for the session; a flood beyond that is dropped (and counted)."""
+PLAYOUT_WAIT_S = 15.0
+"""How long a session closed with 1001 (a draining gateway) may play out the reply its track holds."""
 _CLOSE_FLUSH_S = 1.0
 _AUDIO_PLAYED = '"audio.played"'
 _SEND_POLL_S = 0.02
@@ -65,6 +67,8 @@ class RtcSocket:
         self._opened = asyncio.Event()
         self._early: list[str] = []  # events sent before the data channel opened
         self._held_ends: dict[int, str] = {}
+        self._closing = False
+        self._hurry = asyncio.Event()
         pc.on("datachannel", self._on_datachannel)
         pc.on("connectionstatechange", self._on_connection_state)
 
@@ -101,9 +105,19 @@ class RtcSocket:
             log.warning("reply audio dropped: the track's queue is full")
 
     async def close(self, code: int = 1000, reason: str | None = None) -> None:
-        """Tell the client why (`session.closed`: the WebSocket's close code and reason), then hang up."""
+        """Tell the client why (`session.closed`: the WebSocket's close code and reason), then hang up.
+
+        Going away (1001, a draining gateway) first lets the track play out the reply it holds (up to
+        `PLAYOUT_WAIT_S`); a second close while that wait runs ends it at once.
+        """
         if self._state == WebSocketState.DISCONNECTED:
             return
+        if self._closing:
+            self._hurry.set()
+            return
+        self._closing = True
+        if code == 1001:
+            await self._play_out(PLAYOUT_WAIT_S)
         try:
             await self._send_text(json.dumps(server_event("session.closed", code=code, reason=reason or "")))
             await self._drain_channel(_CLOSE_FLUSH_S)
@@ -196,6 +210,17 @@ class RtcSocket:
             if channel.readyState != "open":
                 raise ConnectionResetError("data channel closed")
         channel.send(text)
+
+    async def _play_out(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.track.queued_bytes() and not self._hurry.is_set() and time.monotonic() < deadline:
+            if self._state == WebSocketState.DISCONNECTED:
+                return
+            try:
+                async with asyncio.timeout(_SEND_POLL_S * 5):
+                    await self._hurry.wait()
+            except TimeoutError:
+                pass
 
     async def _drain_channel(self, timeout_s: float) -> None:
         channel = self.channel

@@ -13,6 +13,7 @@ from typing import cast
 
 import pytest
 
+from services.gateway.app import Gateway
 from services.gateway.settings import GatewaySettings
 from shared import keys
 from shared.bus import Bus
@@ -35,16 +36,24 @@ LONG_REPLY = (
 
 
 @asynccontextmanager
-async def _mesh(
+async def _gateway_mesh(
     bus: Bus, redis_url: str, tmp_path: Path, gemini: FakeGeminiServer
-) -> AsyncIterator[tuple[str, FakeAsr]]:
+) -> AsyncIterator[tuple[str, FakeAsr, Gateway]]:
     settings = GatewaySettings(http_host="127.0.0.1", http_port=free_port_run(), auth="off")
     async with (
         llm_and_tts(redis_url, tmp_path, gemini),
         fake_asr(bus) as asr,
-        serving(settings, bus),
+        serving(settings, bus) as gateway,
     ):
-        yield f"http://127.0.0.1:{settings.http_port}/v1/webrtc/offer", asr
+        yield f"http://127.0.0.1:{settings.http_port}/v1/webrtc/offer", asr, gateway
+
+
+@asynccontextmanager
+async def _mesh(
+    bus: Bus, redis_url: str, tmp_path: Path, gemini: FakeGeminiServer
+) -> AsyncIterator[tuple[str, FakeAsr]]:
+    async with _gateway_mesh(bus, redis_url, tmp_path, gemini) as (url, asr, _):
+        yield url, asr
 
 
 def _reply_ended(got: Received) -> bool:
@@ -116,6 +125,28 @@ async def test_a_barge_in_stops_the_track_at_once_and_keeps_only_what_was_played
             await eventually(lambda: _history_length(bus, session_id, 2), within=20)
             assistant = (await load_history(bus.redis, session_id))[1]
             assert assistant.interrupted and assistant.text == truncated["text"]
+
+
+async def test_a_draining_gateway_lets_the_track_play_the_reply_out_then_says_going_away(
+    bus: Bus, redis_url: str, tmp_path: Path, clean_voxmesh_env: None
+) -> None:
+    with FakeGeminiServer(reply=LONG_REPLY) as gemini:
+        async with (
+            _gateway_mesh(bus, redis_url, tmp_path, gemini) as (url, asr, gateway),
+            rtc_session(url) as (_, got),
+        ):
+            session_id = (await got.event("session.started"))["session_id"]
+            await asr.say(session_id, "Tell me about Paris.")
+            await got.event("audio.start", within=60)
+            async with asyncio.TaskGroup() as group:
+                draining = group.create_task(gateway.drain(grace_s=40))
+                closed = await got.event("session.closed", within=40)
+                await draining
+            assert closed["code"] == 1001
+            end, closed_at = got.at("audio.end"), got.at("session.closed")
+            # The whole reply sounded before the goodbye: audio.end (played out) came first.
+            assert end is not None and closed_at is not None and end <= closed_at
+            assert got.audio_ms() > 5000
 
 
 async def _has_audio_frames(bus: Bus, session_id: str, count: int) -> bool:
