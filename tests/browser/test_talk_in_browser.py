@@ -175,6 +175,11 @@ def test_the_page_talks_over_webrtc_by_default_and_the_reply_plays_on_the_remote
         assert state["samplesPlayed"] >= answered["samplesPlayed"]
         # The gateway counts what its track played: the page reports nothing, and sends no audio frames.
         assert not _sent(state, "audio.played")
+        print(
+            f"WebRTC in Chromium: jitter buffer {rtc['jitterBufferMs']} ms, heard latency "
+            f"{answered['latencyMs']} ms (server {answered['serverLatencyMs']}"
+            f" + page {answered['localLatencyMs']})"
+        )
         expect(page.locator("#transport-used")).to_have_text("WebRTC")
         expect(page.locator("#rtc-figures")).to_contain_text("packets")
 
