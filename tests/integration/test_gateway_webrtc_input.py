@@ -188,3 +188,8 @@ async def test_media_ports_stay_within_the_configured_range(bus: Bus, clean_voxm
         answer = SessionDescription.parse(response.json()["sdp"])
         ports = {candidate.port for media in answer.media for candidate in media.ice_candidates}
         assert ports and all(low <= port <= low + 9 for port in ports), ports
+        # And a session on those ports connects and runs.
+        async with rtc_session(url) as (link, got):
+            await got.event("session.started")
+            await send_event(link, type="ping")
+            await got.event("pong")
