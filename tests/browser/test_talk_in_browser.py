@@ -185,3 +185,35 @@ def test_the_page_talks_over_webrtc_by_default_and_the_reply_plays_on_the_remote
 
         page.get_by_role("button", name="End conversation").click()
         expect(page.locator("#connection")).to_have_text("Not connected")
+
+
+def test_talking_over_a_reply_on_webrtc_interrupts_it_and_the_new_question_is_answered(
+    page_stack: RunningStack, chromium_path: str, tmp_path: Path
+) -> None:
+    # As the WebSocket test above: the second question lands in the playing reply.
+    mic = microphone_wav(
+        tmp_path / "mic.wav",
+        1000, "Tell me a long story about the moon.", 8000, "How many days are in a week?", 12_000,
+    )  # fmt: skip
+    with talking_page(chromium_path, mic, page_stack, transport="webrtc") as page:
+        page.get_by_role("button", name="Start conversation").click()
+        _wait_for(
+            page,
+            """() => {
+                const turns = window.voxmesh.turns;
+                const cut = turns.findIndex(t => t.interrupted && t.assistantText);
+                const answered = t => t.assistantText && t.playback === 'drained';
+                return cut >= 0 && turns.slice(cut + 1).some(answered);
+            }""",
+            "an interrupted reply followed by the answer to the second question",
+        )
+        state = _state(page)
+        assert state["transport"] == "webrtc"
+        cut = next(i for i, t in enumerate(state["turns"]) if t["interrupted"] and t["assistantText"])
+        first, later = state["turns"][cut], state["turns"][cut + 1 :]
+        assert first["playback"] == "cleared" and first["samplesPlayed"] > 0, first
+        assert any("week" in t["userText"].lower() for t in later), later
+        expect(page.locator(f'.turn[data-key="{first["key"]}"] .note')).to_contain_text("Interrupted")
+        # The gateway knew what its track played: reply.truncated says what was heard.
+        _wait_for(page, f"() => window.voxmesh.turns[{cut}].heardText !== null", "what was heard")
+        assert not _sent(_state(page), "audio.played")
