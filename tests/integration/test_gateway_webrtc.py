@@ -114,11 +114,12 @@ async def test_a_barge_in_stops_the_track_at_once_and_keeps_only_what_was_played
             # What the track played: more than what the client had when it spoke, far less than the whole.
             assert 1500 <= truncated["played_ms"] < 12_000
             assert truncated["text"] and LONG_REPLY.startswith(truncated["text"].rstrip(".,"))
-            await asyncio.sleep(1.0)
-            # The track went quiet at once: what was in flight (jitter buffer, network) is all that came.
+            await asyncio.sleep(1.5)
+            # The track went quiet at once: what was in flight (the client's 80 ms jitter buffer, the
+            # network) is all that came, against the seconds of the reply the track still held.
             starts = [at for at, event in got.events if event.get("type") == "audio.start"]
             next_reply_at = starts[1] if len(starts) > 1 else float("inf")
-            late = [at for at in link.sounding if cleared_at + 0.25 < at < next_reply_at]
+            late = [at for at in link.sounding if cleared_at + 0.5 < at < next_reply_at]
             assert not late, f"{len(late)} frames with sound after the clear"
             assert any(at > cleared_at - 0.5 for at in link.sounding)  # it was sounding until then
 
