@@ -6,6 +6,8 @@ application m-line): the events travel there. ICE is not trickled: the answer ho
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Literal
 
@@ -22,6 +24,7 @@ from services.gateway.settings import GatewaySettings
 log = logging.getLogger(__name__)
 
 _SENDING = frozenset({"sendrecv", "sendonly"})
+_CLOSE_S = 2.0
 
 
 class Offer(BaseModel):
@@ -100,11 +103,21 @@ async def answer_offer(offer: Offer, settings: GatewaySettings, max_buffered_byt
             pc.addTrack(socket.track)
             await pc.setLocalDescription(await pc.createAnswer())
     except OfferRefused:
-        await pc.close()
+        await _close(pc)
         raise
     except Exception as exc:  # aiortc refuses a bad offer with ValueError, its own errors, KeyError...
-        await pc.close()
+        await _close(pc)
         log.info("offer refused", extra={"reason": type(exc).__name__})
         message = "the offer cannot be answered (malformed or unsupported SDP)"
         raise OfferRefused(400, "bad_sdp", message) from exc
+    except BaseException:  # the client left mid-answer (cancelled): its sockets must not stay open
+        await _close(pc)
+        raise
     return socket
+
+
+async def _close(pc: RTCPeerConnection) -> None:
+    """Close a peer connection that never became a session, within a bound."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_CLOSE_S):
+            await pc.close()
