@@ -61,8 +61,8 @@ class RtcSocket:
         self._inbox: asyncio.Queue[Message] = asyncio.Queue()
         self._pending_audio = 0
         self._pending_text = 0
-        self._dropped_text = 0
         self._last_notice = 0.0
+        self._last_drop_log = 0.0
         self._state = WebSocketState.CONNECTING
         self._opened = asyncio.Event()
         self._early: list[str] = []  # events sent before the data channel opened
@@ -101,8 +101,9 @@ class RtcSocket:
         """Queue reply audio on the outgoing track (it plays it in real time)."""
         if self._state == WebSocketState.DISCONNECTED:
             raise ConnectionResetError("peer connection closed")
-        if not self.track.add(data):
-            log.warning("reply audio dropped: the track's queue is full")
+        if not self.track.add(data) and time.monotonic() - self._last_drop_log > 1.0:
+            self._last_drop_log = time.monotonic()
+            log.warning("reply audio dropped: no turn on the track, or its queue is full")
 
     async def close(self, code: int = 1000, reason: str | None = None) -> None:
         """Tell the client why (`session.closed`: the WebSocket's close code and reason), then hang up.
@@ -260,7 +261,6 @@ class RtcSocket:
         if _AUDIO_PLAYED in message and _event_type(message) == "audio.played":
             return  # the track's own count is what was played
         if self._pending_text >= MAX_PENDING_TEXT:
-            self._dropped_text += 1
             self._notice("rate_limited", "data-channel messages arrive faster than allowed")
             return
         self._pending_text += 1
