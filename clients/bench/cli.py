@@ -40,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_token_argument(latency)
     latency.add_argument(
+        "--transport",
+        choices=("websocket", "webrtc", "both"),
+        default="websocket",
+        help="what the mesh turns run over; `both` asks each question over the WebSocket, then over WebRTC"
+        " (default websocket)",
+    )
+    latency.add_argument(
         "--in-process",
         action="store_true",
         help="also run each turn through the same engines in this process (no Redis, no sockets)",

@@ -42,10 +42,11 @@ async def _pauses(run: Run, paused: list[Question], timeout_s: float, token: str
 
 
 async def _bench(
-    run: Run, questions: list[Question], in_process: bool, timeout_s: float, token: str | None
+    run: Run, questions: list[Question], in_process: bool, timeout_s: float, token: str | None, both: bool
 ) -> None:
-    """Ask each turn through the mesh, then the same question in process, then (with busy cores) through
-    the mesh again with the cores kept busy: drift in the machine's load hits every mode alike."""
+    """Ask each turn through the mesh, then (`both`) the same question over WebRTC, then in process, then
+    (with busy cores) through the mesh again with the cores kept busy: drift in the machine's load hits
+    every mode alike."""
     local = None
     if in_process:
         from clients.bench.inprocess import InProcessBench
@@ -54,17 +55,25 @@ async def _bench(
         local = await InProcessBench.load()
     try:
         async with httpx.AsyncClient(timeout=5.0) as client:
-            mesh = MeshBench(run.url, client, timeout_s, token)
+            mesh = MeshBench(run.url, client, timeout_s, token, webrtc=run.transport == "webrtc")
+            rtc = MeshBench(run.url, client, timeout_s, token, webrtc=True) if both else None
             for index in range(run.runs):
                 question = questions[index % len(questions)]
                 run.mesh.append(await mesh.ask(index, question.name, question.pcm))
                 line = f"turn {index + 1:>3}/{run.runs}: {_describe(run.mesh[-1])}"
+                if rtc is not None:
+                    # Not the question just asked: the LLM's prompt cache would skip its evaluation.
+                    other = _other(questions, index, 2)
+                    over_rtc = await rtc.ask(index, other.name, other.pcm)
+                    over_rtc.mode = "mesh-webrtc"
+                    run.webrtc.append(over_rtc)
+                    line += f"; {_describe(over_rtc)}"
                 if local is not None:
                     run.local.append(await local.ask(index, question.name, question.pcm))
                     line += f"; {_describe(run.local[-1])}"
                 if run.busy_cores:
                     # Not the question just asked: the LLM's prompt cache would skip its evaluation.
-                    other = questions[(index + 2) % len(questions)] if len(questions) > 2 else question
+                    other = _other(questions, index, 3 if rtc is not None else 2)
                     with busy_cores(run.busy_cores):
                         await asyncio.sleep(_SPIN_UP_S)
                         loaded = await mesh.ask(index, other.name, other.pcm)
@@ -75,6 +84,12 @@ async def _bench(
     finally:
         if local is not None:
             await local.aclose()
+
+
+def _other(questions: list[Question], index: int, offset: int) -> Question:
+    """The question `offset` places on from turn `index`'s, where there are enough to differ."""
+    count = len(questions)
+    return questions[(index + offset) % count] if count > offset else questions[index % count]
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -129,7 +144,9 @@ def run_latency(args: argparse.Namespace) -> int:
             stack = voxmesh_up(args.start) if args.start is not None else nullcontext(args.url)
             with stack as url:
                 run = Run(command_line(), url, args.runs, args.busy_cores, [q.name for q in questions])
-                asyncio.run(_bench(run, questions, args.in_process, args.timeout, args.token))
+                run.transport = "webrtc" if args.transport == "webrtc" else "websocket"
+                both = args.transport == "both"
+                asyncio.run(_bench(run, questions, args.in_process, args.timeout, args.token, both))
                 if args.pauses:
                     asyncio.run(_pauses(run, synthesize_paused(), args.timeout, args.token))
                 run.load_average = load_average()
@@ -142,4 +159,4 @@ def run_latency(args: argparse.Namespace) -> int:
     print(summary(run))
     print()
     _write_outputs(run, args)
-    return 0 if all(turn.ok for turn in (*run.mesh, *run.local, *run.busy)) else 1
+    return 0 if all(turn.ok for turn in (*run.mesh, *run.local, *run.busy, *run.webrtc)) else 1

@@ -31,9 +31,16 @@ class MeshBench:
     """Asks questions one at a time, each in a fresh session, and reads each stage from /metrics deltas."""
 
     def __init__(
-        self, url: str, client: httpx.AsyncClient, timeout_s: float = 60.0, token: str | None = None
+        self,
+        url: str,
+        client: httpx.AsyncClient,
+        timeout_s: float = 60.0,
+        token: str | None = None,
+        webrtc: bool = False,
     ) -> None:
         self.url = url
+        self.webrtc = webrtc
+        """Sessions over WebRTC (the offer URL derived from `url`) instead of the WebSocket."""
         self.token = token
         self.client = client
         self.timeout_s = timeout_s
@@ -84,7 +91,9 @@ class MeshBench:
 
     async def _converse(self, pcm: bytes, result: TurnResult) -> ConversationResult | None:
         try:
-            return await converse_pcm([pcm], url=self.url, timeout_s=self.timeout_s, token=self.token)
+            return await converse_pcm(
+                [pcm], url=self.url, timeout_s=self.timeout_s, token=self.token, webrtc=self.webrtc
+            )
         except TalkError as exc:
             result.error = str(exc)
             return None

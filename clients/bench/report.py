@@ -60,6 +60,8 @@ class Run:
     date: str = field(default_factory=lambda: datetime.date.today().isoformat())
     machine: str = field(default_factory=machine)
     load_average: str = ""  # taken at the end
+    transport: str = "websocket"  # what the mesh turns ran over: websocket | webrtc
+    webrtc: list[TurnResult] = field(default_factory=list)  # with --transport both: the turns over WebRTC
 
     def ratios(self) -> Ratios:
         """Mesh over in-process, end of speech → first audio."""
@@ -127,6 +129,24 @@ def busy_table(run: Run) -> str:
     return "\n".join(lines)
 
 
+def transport_table(run: Run) -> str:
+    """Markdown: each mesh stage over the WebSocket and over WebRTC, p50/p95, and the ratio."""
+    lines = [
+        "| stage | WebSocket p50 | p95 | WebRTC p50 | p95 | WebRTC / WebSocket p50 | p95 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for stage in STAGES:
+        ws, rtc = summarize_stage(run.mesh, stage.key), summarize_stage(run.webrtc, stage.key)
+        if ws is None or rtc is None:
+            continue
+        cells = [format_ms(ws, "p50"), format_ms(ws, "p95"), format_ms(rtc, "p50"), format_ms(rtc, "p95")]
+        ratio = ratios(rtc, ws)
+        lines.append(
+            f"| {stage.label} | {' | '.join(cells)} | {format_ratio(ratio.p50)} | {format_ratio(ratio.p95)} |"
+        )
+    return "\n".join(lines)
+
+
 def _outcome(name: str, turns: Sequence[TurnResult], runs: int) -> str:
     ok = sum(turn.ok for turn in turns)
     return f"{name} {ok}/{runs} ok"
@@ -136,7 +156,7 @@ def failures(run: Run) -> list[str]:
     """One line per failed turn."""
     return [
         f"{turn.mode} turn {turn.index + 1} ({turn.question!r}): {turn.error}"
-        for turn in (*run.mesh, *run.local, *run.busy)
+        for turn in (*run.mesh, *run.local, *run.busy, *run.webrtc)
         if not turn.ok
     ]
 
@@ -175,7 +195,9 @@ def count_totals(turns: Sequence[TurnResult]) -> dict[str, int]:
 
 def summary(run: Run) -> str:
     """The markdown report: context, the table, outcomes, ratios, failures and flags."""
-    outcomes = [_outcome("mesh", run.mesh, run.runs)]
+    outcomes = [_outcome("mesh" if run.transport == "websocket" else "mesh over WebRTC", run.mesh, run.runs)]
+    if run.webrtc:
+        outcomes.append(_outcome("mesh over WebRTC", run.webrtc, run.runs))
     if run.local:
         outcomes.append(_outcome("in-process", run.local, run.runs))
     if run.busy:
@@ -189,6 +211,17 @@ def summary(run: Run) -> str:
         "",
         f"Runs: {run.runs} turns over {len(run.questions)} questions ({'; '.join(outcomes)}).",
     ]
+    if run.transport == "webrtc":
+        lines[0] += " Mesh turns over WebRTC (`--transport webrtc`)."
+    if run.webrtc:
+        lines[3:3] = [
+            "",
+            "The same questions through the mesh over WebRTC, each right after its WebSocket turn "
+            "(Opus both ways, the gateway's track paced in real time; first audio is the first reply "
+            "sound off the remote track, after the client's jitter buffer and decoder):",
+            "",
+            transport_table(run),
+        ]
     if run.busy:
         lines[3:3] = [
             "",
@@ -235,6 +268,7 @@ def to_json(run: Run) -> str:
         stage.key: {"mesh": _stats(run.mesh, stage.key), "in_process": _stats(run.local, stage.key)}
         for stage in STAGES
     }
+    over_webrtc = {stage.key: _stats(run.webrtc, stage.key) for stage in STAGES} if run.webrtc else None
     data = {
         "command": run.command,
         "date": run.date,
@@ -251,6 +285,8 @@ def to_json(run: Run) -> str:
         "counts": count_totals(run.mesh),
         "pauses": [asdict(result) for result in run.pauses],
         "failures": failures(run),
-        "turns": [turn.to_json() for turn in (*run.mesh, *run.local, *run.busy)],
+        "transport": run.transport,
+        "summary_webrtc": over_webrtc,
+        "turns": [turn.to_json() for turn in (*run.mesh, *run.local, *run.busy, *run.webrtc)],
     }
     return json.dumps(data, indent=2, ensure_ascii=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-Mode = Literal["mesh", "in-process", "mesh-busy"]
+Mode = Literal["mesh", "in-process", "mesh-busy", "mesh-webrtc"]
 
 
 @dataclass(frozen=True)

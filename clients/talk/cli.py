@@ -27,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write the spoken reply to this WAV (several questions: NAME-1.wav, ...)",
     )
     parser.add_argument("--url", default=DEFAULT_URL, help=f"gateway WebSocket URL (default {DEFAULT_URL})")
+    parser.add_argument(
+        "--webrtc",
+        action="store_true",
+        help="talk over WebRTC (Opus audio tracks, events on a data channel) instead of the WebSocket;"
+        " the offer goes to /v1/webrtc/offer on the --url's host",
+    )
     add_token_argument(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object per question")
     parser.add_argument(
@@ -44,7 +50,8 @@ def add_token_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--token",
         default=os.environ.get("VOXMESH_TOKEN"),
-        help="session token (`voxmesh token`; default $VOXMESH_TOKEN), sent as a WebSocket subprotocol",
+        help="session token (`voxmesh token`; default $VOXMESH_TOKEN), sent as a WebSocket subprotocol"
+        " (over WebRTC: as a bearer token with the offer)",
     )
 
 
@@ -81,8 +88,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         conversation = asyncio.run(
             converse(
-                wavs, url=args.url, barge_in_ms=args.barge_in_ms, timeout_s=args.timeout, token=args.token
-            )
+                wavs,
+                url=args.url,
+                barge_in_ms=args.barge_in_ms,
+                timeout_s=args.timeout,
+                token=args.token,
+                webrtc=args.webrtc,
+            )  # fmt: skip
         )
         outs = [None if args.out is None else _out_path(args.out, i, len(wavs)) for i in range(len(wavs))]
         for result, out in zip(conversation.turns, outs, strict=True):

@@ -1,21 +1,26 @@
-"""One conversation over the realtime WebSocket: the library API behind `voxmesh talk`."""
+"""One conversation over the realtime WebSocket, or over WebRTC (`webrtc=True`): the library API behind
+`voxmesh talk`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
-from websockets.asyncio.client import ClientConnection, connect
+import httpx
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.typing import Subprotocol
 
 from clients.talk.conversation import Conversation
 from clients.talk.events import TalkError
 from clients.talk.microphone import Microphone, Pacer
+from clients.talk.rtc import LinkClosed, LinkRefused, open_link
 from clients.talk.turns import TalkResult, TraceEntry
 from shared.audio import ASR_SAMPLE_RATE, SAMPLE_WIDTH, read_wav, to_mono16k, write_wav
 from shared.auth import redact_token_logs
@@ -31,6 +36,32 @@ def token_subprotocols(token: str | None) -> list[Subprotocol] | None:
     return None if not token else [Subprotocol(SUBPROTOCOL), Subprotocol(f"token.{token}")]
 
 
+class _Link(Protocol):
+    """What the talk loop needs of its connection: the WebSocket, or a WebRTC `RtcLink`."""
+
+    @property
+    def close_code(self) -> int | None: ...
+
+    @property
+    def close_reason(self) -> str | None: ...
+
+    async def send(self, message: str | bytes) -> None: ...
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]: ...
+
+
+_CLOSED = (ConnectionClosed, LinkClosed)
+
+
+def offer_url(url: str) -> str:
+    """The gateway's WebRTC offer URL: `url` itself when http(s), else derived from its WebSocket URL."""
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        return url
+    scheme = "https" if parts.scheme == "wss" else "http"
+    return urlunsplit((scheme, parts.netloc, "/v1/webrtc/offer", "", ""))
+
+
 @dataclass
 class ConversationResult:
     """A whole scripted conversation: one result per spoken file, and everything that crossed the socket."""
@@ -40,7 +71,7 @@ class ConversationResult:
     trace: list[TraceEntry]
 
 
-async def _flush(ws: ClientConnection, convo: Conversation) -> None:
+async def _flush(ws: _Link, convo: Conversation) -> None:
     while convo.outbox:
         await ws.send(json.dumps(convo.outbox.popleft()))
 
@@ -62,9 +93,7 @@ class _Deadline:
             self.timeout.reschedule(monotonic + 1.0)
 
 
-async def _speak(
-    ws: ClientConnection, convo: Conversation, mic: Microphone, frame_ms: int, deadline: _Deadline
-) -> None:
+async def _speak(ws: _Link, convo: Conversation, mic: Microphone, frame_ms: int, deadline: _Deadline) -> None:
     """Send the microphone's frames in real time until the last reply has played out."""
     pacer = Pacer(frame_ms / 1000.0)
     await convo.started.wait()
@@ -83,11 +112,11 @@ async def _speak(
             if mic.index != index:
                 index = mic.index
                 deadline.restart()
-    except ConnectionClosed:
+    except _CLOSED:
         await asyncio.Event().wait()  # the receiver reports the close with its code
 
 
-async def _receive(ws: ClientConnection, convo: Conversation) -> None:
+async def _receive(ws: _Link, convo: Conversation) -> None:
     """Feed every server message to the conversation; only cancellation ends this normally."""
     try:
         async for message in ws:
@@ -102,16 +131,31 @@ async def _receive(ws: ClientConnection, convo: Conversation) -> None:
     raise TalkError(f"the server closed the connection early (code {ws.close_code}{reason})")
 
 
+async def _talk_over(
+    ws: _Link, convo: Conversation, mic: Microphone, frame_ms: int, deadline: _Deadline
+) -> None:
+    async with asyncio.TaskGroup() as tasks:
+        receiver = tasks.create_task(_receive(ws, convo))
+        await _speak(ws, convo, mic, frame_ms, deadline)
+        receiver.cancel()
+
+
 async def _run(
-    url: str, token: str | None, convo: Conversation, mic: Microphone, frame_ms: int, deadline: _Deadline
+    url: str,
+    token: str | None,
+    convo: Conversation,
+    mic: Microphone,
+    frame_ms: int,
+    deadline: _Deadline,
+    webrtc: bool = False,
 ) -> None:
     try:
+        if webrtc:
+            await _run_webrtc(offer_url(url), token, convo, mic, frame_ms, deadline)
+            return
         # Compression would only cost CPU and latency on PCM.
         async with connect(url, compression=None, subprotocols=token_subprotocols(token)) as ws:
-            async with asyncio.TaskGroup() as tasks:
-                receiver = tasks.create_task(_receive(ws, convo))
-                await _speak(ws, convo, mic, frame_ms, deadline)
-                receiver.cancel()
+            await _talk_over(ws, convo, mic, frame_ms, deadline)
     except InvalidStatus as exc:
         raise TalkError(f"{url} refused the WebSocket (HTTP {exc.response.status_code})") from None
     except (OSError, InvalidHandshake, InvalidURI) as exc:
@@ -123,6 +167,21 @@ async def _run(
             raise
         first = failures.exceptions[0]
         raise (first if isinstance(first, TalkError) else group) from None
+
+
+async def _run_webrtc(
+    url: str, token: str | None, convo: Conversation, mic: Microphone, frame_ms: int, deadline: _Deadline
+) -> None:
+    try:
+        link = await open_link(url, token)
+    except LinkRefused as exc:
+        raise TalkError(f"{url} refused the WebRTC offer ({exc})") from None
+    except httpx.HTTPError as exc:
+        raise TalkError(f"cannot connect to {url}: {exc}") from None
+    try:
+        await _talk_over(link, convo, mic, frame_ms, deadline)
+    finally:
+        await link.close()
 
 
 async def _load(path: Path) -> bytes:
@@ -141,6 +200,7 @@ async def converse_pcm(
     timeout_s: float = 60.0,
     frame_ms: int = 20,
     token: str | None = None,
+    webrtc: bool = False,
 ) -> ConversationResult:
     """Speak each 16 kHz PCM utterance in turn over one session; see `converse`."""
     if not 1 <= frame_ms <= 1000:
@@ -149,7 +209,7 @@ async def converse_pcm(
     mic = Microphone(convo, ASR_SAMPLE_RATE * frame_ms // 1000 * SAMPLE_WIDTH, barge_in_ms)
     try:
         async with asyncio.timeout(timeout_s) as timeout:
-            await _run(url, token, convo, mic, frame_ms, _Deadline(timeout, timeout_s))
+            await _run(url, token, convo, mic, frame_ms, _Deadline(timeout, timeout_s), webrtc)
     except TimeoutError:
         raise TalkError(f"no reply within {timeout_s:g} s ({convo.progress()})") from None
     assert convo.session_id is not None
@@ -164,6 +224,7 @@ async def converse(
     timeout_s: float = 60.0,
     frame_ms: int = 20,
     token: str | None = None,
+    webrtc: bool = False,
 ) -> ConversationResult:
     """Speak each WAV in turn over one session, like a person at an open microphone.
 
@@ -171,12 +232,14 @@ async def converse(
     `barge_in_ms`, that many milliseconds after its first reply audio arrived (talking over it). Each
     file must end where its speech ends: its end is taken as the end of speech. `timeout_s` applies to
     each file in turn (playing out a reply that has fully arrived does not count). `token` is a session
-    token (`voxmesh token`), sent as a subprotocol; a gateway beyond loopback requires one.
+    token (`voxmesh token`), sent as a subprotocol; a gateway beyond loopback requires one. With
+    `webrtc`, the session runs over WebRTC (`url` may be the WebSocket URL: the offer URL is derived).
     """
     pcms = [await _load(Path(path)) for path in wav_paths]
     return await converse_pcm(
-        pcms, url=url, barge_in_ms=barge_in_ms, timeout_s=timeout_s, frame_ms=frame_ms, token=token
-    )
+        pcms, url=url, barge_in_ms=barge_in_ms, timeout_s=timeout_s, frame_ms=frame_ms, token=token,
+        webrtc=webrtc,
+    )  # fmt: skip
 
 
 async def talk(
@@ -187,9 +250,12 @@ async def talk(
     timeout_s: float = 60.0,
     frame_ms: int = 20,
     token: str | None = None,
+    webrtc: bool = False,
 ) -> TalkResult:
     """Stream `wav_path` to the gateway in real time and return the reply it speaks back."""
-    conversation = await converse([wav_path], url=url, timeout_s=timeout_s, frame_ms=frame_ms, token=token)
+    conversation = await converse(
+        [wav_path], url=url, timeout_s=timeout_s, frame_ms=frame_ms, token=token, webrtc=webrtc
+    )
     result = conversation.turns[0]
     if out_path is not None:
         await asyncio.to_thread(write_wav, out_path, result.reply_audio, result.sample_rate)

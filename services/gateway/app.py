@@ -1,11 +1,14 @@
-"""The gateway's HTTP surface: `/v1/realtime` WebSocket, the web page, `/v1/token`, health and readiness;
-`/metrics` on a port of its own."""
+"""The gateway's HTTP surface: `/v1/realtime` WebSocket, `/v1/webrtc/offer`, the web page, `/v1/token`,
+health and readiness; `/metrics` on a port of its own."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
@@ -14,6 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from services.gateway.access import Access, chosen_subprotocol
+from services.gateway.rtc_endpoint import WebRtcEndpoint
 from services.gateway.session import GatewaySession
 from services.gateway.settings import GatewaySettings
 from services.gateway.transport import GatewayWebSocketProtocol
@@ -33,6 +37,15 @@ _CLOSING_S = 2.0
 _DRAIN_POLL_S = 0.05
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A session refused for now: the HTTP status for a WebRTC offer, the reason for both transports
+    (a WebSocket closes with 1013 and this reason)."""
+
+    status: int
+    reason: str
+
+
 class Gateway:
     """Accepts client sessions until draining, and closes them when shutting down.
 
@@ -49,6 +62,7 @@ class Gateway:
         self._per_ip: Counter[str] = Counter()
         self._no_sessions = asyncio.Event()
         self._no_sessions.set()
+        self.webrtc = WebRtcEndpoint(self)
 
     def server(self) -> uvicorn.Server:
         """The public app under uvicorn, as `voxmesh gateway` serves it (closes bounded: see transport)."""
@@ -65,6 +79,10 @@ class Gateway:
         app.add_api_websocket_route("/v1/realtime", self.realtime)
         if self.settings.token_endpoint:
             app.add_api_route("/v1/token", self.token, methods=["GET"], include_in_schema=False)
+        if self.settings.webrtc:
+            app.add_api_route(
+                "/v1/webrtc/offer", self.webrtc.offer, methods=["POST"], include_in_schema=False
+            )
         app.add_api_route("/", _index_page, methods=["GET"], include_in_schema=False)
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
         return app
@@ -101,26 +119,41 @@ class Gateway:
         if (refusal := self.access.token_refusal(subprotocols, token)) is not None:
             await _refuse(websocket, "token", refusal)
             return
-        if self.readiness.draining or len(self.sessions) >= self.settings.max_sessions:
-            await websocket.close(code=1013, reason="try again later")
-            return
         address = websocket.client.host if websocket.client else ""
+        if (busy := self.admission_refusal(address)) is not None:
+            await websocket.close(code=1013, reason=busy.reason)
+            return
+        session = GatewaySession(websocket, self.bus, self.settings, output_sample_rate)
+        async with self.tracked(session, address):
+            try:
+                await session.run()
+            except Exception:
+                log.exception("session failed", extra={"session_id": session.session_id})
+                await _close_quietly(websocket, 1011, "internal error")
+
+    def admission_refusal(self, address: str, pending: int = 0) -> Refusal | None:
+        """Why one more session from `address` must wait (draining, full, too many from it), or None.
+
+        `pending` counts sessions being set up that are not tracked yet (WebRTC offers being answered).
+        """
+        if self.readiness.draining or len(self.sessions) + pending >= self.settings.max_sessions:
+            return Refusal(503, "try again later")
         per_ip = self.settings.max_sessions_per_ip
         if per_ip and self._per_ip[address] >= per_ip:
             GATEWAY_CLIENT_ERRORS.labels(reason="per_ip_limit").inc()
             log.info("session refused", extra={"reason": "too many sessions from one address"})
-            await websocket.close(code=1013, reason="too many sessions from this address")
-            return
-        session = GatewaySession(websocket, self.bus, self.settings, output_sample_rate)
+            return Refusal(429, "too many sessions from this address")
+        return None
+
+    @asynccontextmanager
+    async def tracked(self, session: GatewaySession, address: str) -> AsyncIterator[None]:
+        """Count `session` as open (limits, draining, the sessions gauge) while the block runs."""
         self.sessions.add(session)
         self._per_ip[address] += 1
         self._no_sessions.clear()
         GATEWAY_SESSIONS.inc()
         try:
-            await session.run()
-        except Exception:
-            log.exception("session failed", extra={"session_id": session.session_id})
-            await _close_quietly(websocket, 1011, "internal error")
+            yield
         finally:
             self.sessions.discard(session)
             self._per_ip[address] -= 1
@@ -148,6 +181,7 @@ class Gateway:
         for session in list(self.sessions):
             await session.ws.close_now(1001, "server shutting down")
         await self._wait_no_sessions(max(0.0, deadline - loop.time()))
+        await self.webrtc.stop()
 
     async def _wait_no_sessions(self, timeout_s: float) -> None:
         try:

@@ -1,4 +1,5 @@
-"""One client WebSocket: audio in to the ASR stream, events and reply audio out, turns owned here."""
+"""One client session (a WebSocket, or WebRTC through `RtcSocket`): audio in to the ASR stream, events
+and reply audio out, turns owned here."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 import uuid
 from typing import Any
 
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocketState
 
 from services.gateway.admission import wait_taken
 from services.gateway.conversation import Conversation
@@ -23,7 +24,7 @@ from services.gateway.events import (
     parse_client_event,
     server_event,
 )
-from services.gateway.outbound import ClientSocket
+from services.gateway.outbound import ClientSocket, WebSocketLike
 from services.gateway.playback import ReplyTrack
 from services.gateway.ratelimit import TokenBucket
 from services.gateway.settings import GatewaySettings
@@ -68,7 +69,9 @@ class GatewaySession:
     The turn logic lives in `Conversation`; this class is its I/O: the socket, the bus and Redis.
     """
 
-    def __init__(self, websocket: WebSocket, bus: Bus, settings: GatewaySettings, output_rate: int) -> None:
+    def __init__(
+        self, websocket: WebSocketLike, bus: Bus, settings: GatewaySettings, output_rate: int
+    ) -> None:
         self.session_id = uuid.uuid4().hex
         self.ws = ClientSocket(
             websocket, max_queued_bytes=settings.outbound_queue_bytes,

@@ -1,12 +1,20 @@
 """Gateway settings (env prefix VOXMESH_GATEWAY_; session tokens under VOXMESH_TOKEN_)."""
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.auth import TokenSettings
 from shared.settings import ServiceSettings
+
+
+class IceServer(BaseModel):
+    """A STUN or TURN server for WebRTC sessions, as a browser's `RTCIceServer` names it."""
+
+    urls: list[str]
+    username: str | None = None
+    credential: SecretStr | None = None
 
 
 class GatewaySettings(ServiceSettings):
@@ -60,3 +68,32 @@ class GatewaySettings(ServiceSettings):
     """LLM tokens (input and output) one session may use; once reached, `budget_action` applies."""
     budget_action: Literal["economy", "refuse"] = "economy"
     """At the budget: switch the session to economy mode, or refuse further replies (`budget_exceeded`)."""
+    webrtc: bool = True
+    """Serve `POST /v1/webrtc/offer`: sessions over WebRTC beside the WebSocket (same limits and tokens)."""
+    webrtc_ice_servers: list[IceServer] = []
+    """STUN/TURN servers (JSON: `[{"urls": ["stun:host:3478"]}]`); none by default: host candidates only,
+    for loopback and the LAN. aiortc uses the first STUN and the first TURN server."""
+    webrtc_port_min: int | None = Field(default=None, ge=1, le=65535)
+    webrtc_port_max: int | None = Field(default=None, ge=1, le=65535)
+    """UDP ports the gateway's WebRTC media may use (both or neither): one port per session and address,
+    so a range of N ports holds N sessions per interface. Unset: any port the OS picks."""
+    webrtc_connect_timeout_s: float = Field(default=15.0, gt=0)
+    """An answered offer whose data channel has not opened within this long (ICE or DTLS failed) is
+    dropped."""
+    webrtc_max_message_bytes: int = Field(default=16_384, ge=1024)
+    """Largest data-channel message accepted; larger ones get a `message_too_large` error."""
+    webrtc_max_offer_bytes: int = Field(default=32_768, ge=1024)
+    """Largest SDP offer accepted."""
+
+    @model_validator(mode="after")
+    def _port_range_whole(self) -> Self:
+        low, high = self.webrtc_port_min, self.webrtc_port_max
+        if (low is None) != (high is None) or (low is not None and high is not None and low > high):
+            raise ValueError("set both VOXMESH_GATEWAY_WEBRTC_PORT_MIN and _MAX, with MIN <= MAX")
+        return self
+
+    def webrtc_ports(self) -> range | None:
+        """The configured UDP port range, None for any port."""
+        if self.webrtc_port_min is None or self.webrtc_port_max is None:
+            return None
+        return range(self.webrtc_port_min, self.webrtc_port_max + 1)

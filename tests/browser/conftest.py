@@ -91,9 +91,13 @@ def open_page(
     microphone: Path | None = None,
     allow_microphone: bool = True,
     expected_console_errors: str | None = None,
+    transport: str | None = "websocket",
 ) -> Iterator[Page]:
     """The page in headless Chromium with a fake microphone: `microphone` played once then silence (a beep
     when None). With `allow_microphone` False the browser refuses it, as when a person says no.
+
+    `transport` is the page's `?transport=` (the tests written for the WebSocket path ask for it; the
+    page's own default is WebRTC); None opens the page as a person would, with its default.
 
     JavaScript errors on the page, and console errors not matching `expected_console_errors` (a regex),
     fail the test when the page closes.
@@ -117,7 +121,7 @@ def open_page(
             page = browser.new_page(viewport={"width": 960, "height": 860})
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.on("console", on_console)
-            page.goto(url)
+            page.goto(url if transport is None else f"{url}{'&' if '?' in url else '?'}transport={transport}")
             yield page
         finally:
             browser.close()
@@ -126,6 +130,8 @@ def open_page(
     assert not errors, errors
 
 
-def talking_page(chromium_path: str, microphone: Path, stack: RunningStack) -> AbstractContextManager[Page]:
+def talking_page(
+    chromium_path: str, microphone: Path, stack: RunningStack, transport: str | None = "websocket"
+) -> AbstractContextManager[Page]:
     """The page of a running `voxmesh up`, whose microphone says what `microphone` holds."""
-    return open_page(chromium_path, f"http://127.0.0.1:{stack.port}/", microphone)
+    return open_page(chromium_path, f"http://127.0.0.1:{stack.port}/", microphone, transport=transport)

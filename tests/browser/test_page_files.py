@@ -16,7 +16,9 @@ from shared.bus import Bus
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULES = ["app.js", "protocol.js", "state.js", "view.js", "mic-worklet.js", "player-worklet.js"]
+MODULES = [
+    "app.js", "protocol.js", "rtc-client.js", "state.js", "view.js", "mic-worklet.js", "player-worklet.js",
+]  # fmt: skip
 
 
 @pytest.fixture

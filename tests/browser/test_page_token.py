@@ -32,9 +32,10 @@ def redis_server_url() -> Iterator[str]:
 
 
 @contextmanager
-def gateway_serving(redis_url: str, token_endpoint: bool) -> Iterator[str]:
+def gateway_serving(redis_url: str, token_endpoint: bool, webrtc: bool = True) -> Iterator[str]:
     """The gateway's public app under uvicorn in a thread of its own (auth required); yields the page URL."""
     settings = GatewaySettings(
+        webrtc=webrtc,
         redis_url=redis_url,
         http_port=free_port_run(),
         auth="required",
@@ -96,3 +97,40 @@ def test_page_without_a_token_endpoint_says_why_it_cannot_connect(
         expect(page.get_by_role("alert")).to_contain_text("wants a session token", timeout=15_000)
         expect(page.locator("#connection")).to_have_text("Disconnected")
         assert page.evaluate("() => window.voxmesh.lastError.kind") == "server"
+
+
+def test_page_over_webrtc_fetches_a_token_after_the_offer_is_refused(
+    chromium_path: str, redis_server_url: str
+) -> None:
+    refused = r"Failed to load resource: the server responded with a status of 401"
+    with (
+        gateway_serving(redis_server_url, token_endpoint=True) as url,
+        open_page(chromium_path, url, expected_console_errors=refused, transport=None) as page,
+    ):
+        page.get_by_role("button", name="Start conversation").click()
+
+        expect(page.locator("#connection")).to_have_text("Connected", timeout=15_000)
+        state = page.evaluate("() => window.voxmesh")
+        assert state["transport"] == "webrtc"
+        refusals = [entry["detail"] for entry in state["log"] if entry["type"] == "(refused)"]
+        assert refusals == ["HTTP 401 token: token required"], state["log"]  # refused once, then admitted
+        assert "eyJ" not in page.evaluate("() => JSON.stringify(window.voxmesh)")  # no token in the log
+        page.get_by_role("button", name="End conversation").click()
+        expect(page.locator("#connection")).to_have_text("Not connected")
+
+
+def test_page_falls_back_to_the_websocket_when_the_gateway_has_no_webrtc(
+    chromium_path: str, redis_server_url: str
+) -> None:
+    missing = r"Failed to load resource: the server responded with a status of (404|405)"
+    with (
+        gateway_serving(redis_server_url, token_endpoint=True, webrtc=False) as url,
+        open_page(chromium_path, url, expected_console_errors=missing, transport=None) as page,
+    ):
+        expect(page.locator("#transport")).to_have_value("webrtc")
+        page.get_by_role("button", name="Start conversation").click()
+
+        expect(page.locator("#connection")).to_have_text("Connected", timeout=15_000)
+        expect(page.locator("#transport-used")).to_have_text("WebSocket")
+        log = page.evaluate("() => window.voxmesh.log")
+        assert any(entry["type"] == "WebRTC unavailable here" for entry in log), log

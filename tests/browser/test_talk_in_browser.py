@@ -140,3 +140,80 @@ def test_talking_over_a_reply_interrupts_it_and_the_new_question_is_answered(
             cut_reply = page.locator(f'.turn[data-key="{first["key"]}"]')
             expect(cut_reply.locator("del.unheard")).to_have_text(first["unheardText"])
             expect(cut_reply.locator(".tag")).to_have_text("not heard")
+
+
+def test_the_page_talks_over_webrtc_by_default_and_the_reply_plays_on_the_remote_track(
+    page_stack: RunningStack, chromium_path: str, tmp_path: Path
+) -> None:
+    mic = microphone_wav(tmp_path / "mic.wav", 1000, "What is the capital of France?", 12_000)
+    with talking_page(chromium_path, mic, page_stack, transport=None) as page:
+        expect(page.locator("#transport")).to_have_value("webrtc")
+        page.get_by_role("button", name="Start conversation").click()
+        expect(page.locator("#connection")).to_have_text("Connected", timeout=15_000)
+        conversation = page.locator("#turns")
+        expect(conversation.locator(".user")).to_contain_text(re.compile("capital", re.I), timeout=60_000)
+        expect(conversation.locator(".user")).to_contain_text(re.compile("france", re.I))
+
+        _wait_for(
+            page,
+            "() => window.voxmesh.turns.some(t => t.assistantText && t.playback === 'drained')",
+            "a reply played to its end on the remote track",
+        )
+        state = _state(page)
+        assert state["transport"] == "webrtc"
+        answered = next(t for t in state["turns"] if t["assistantText"] and t["playback"] == "drained")
+        reply = page.locator(f'.turn[data-key="{answered["key"]}"]')
+        expect(reply.locator(".assistant")).to_contain_text(answered["assistantText"])
+        expect(reply.locator(".latency")).to_have_text(re.compile(r"\d+ ms"))
+        assert not answered["interrupted"]
+
+        rtc = state["rtc"]
+        assert rtc["packetsSent"] > 100, "the microphone track streams"
+        assert rtc["audioEnergy"] > 0, "the remote track carried sound"
+        assert rtc["elementPlaying"], "the page's audio element plays the remote track"
+        assert answered["samplesPlayed"] > 0.3 * 48_000, "at least 0.3 s of the reply sounded on the track"
+        assert state["samplesPlayed"] >= answered["samplesPlayed"]
+        # The gateway counts what its track played: the page reports nothing, and sends no audio frames.
+        assert not _sent(state, "audio.played")
+        print(
+            f"WebRTC in Chromium: jitter buffer {rtc['jitterBufferMs']} ms, heard latency "
+            f"{answered['latencyMs']} ms (server {answered['serverLatencyMs']}"
+            f" + page {answered['localLatencyMs']})"
+        )
+        expect(page.locator("#transport-used")).to_have_text("WebRTC")
+        expect(page.locator("#rtc-figures")).to_contain_text("packets")
+
+        page.get_by_role("button", name="End conversation").click()
+        expect(page.locator("#connection")).to_have_text("Not connected")
+
+
+def test_talking_over_a_reply_on_webrtc_interrupts_it_and_the_new_question_is_answered(
+    page_stack: RunningStack, chromium_path: str, tmp_path: Path
+) -> None:
+    # As the WebSocket test above: the second question lands in the playing reply.
+    mic = microphone_wav(
+        tmp_path / "mic.wav",
+        1000, "Tell me a long story about the moon.", 8000, "How many days are in a week?", 12_000,
+    )  # fmt: skip
+    with talking_page(chromium_path, mic, page_stack, transport="webrtc") as page:
+        page.get_by_role("button", name="Start conversation").click()
+        _wait_for(
+            page,
+            """() => {
+                const turns = window.voxmesh.turns;
+                const cut = turns.findIndex(t => t.interrupted && t.assistantText);
+                const answered = t => t.assistantText && t.playback === 'drained';
+                return cut >= 0 && turns.slice(cut + 1).some(answered);
+            }""",
+            "an interrupted reply followed by the answer to the second question",
+        )
+        state = _state(page)
+        assert state["transport"] == "webrtc"
+        cut = next(i for i, t in enumerate(state["turns"]) if t["interrupted"] and t["assistantText"])
+        first, later = state["turns"][cut], state["turns"][cut + 1 :]
+        assert first["playback"] == "cleared" and first["samplesPlayed"] > 0, first
+        assert any("week" in t["userText"].lower() for t in later), later
+        expect(page.locator(f'.turn[data-key="{first["key"]}"] .note')).to_contain_text("Interrupted")
+        # The gateway knew what its track played: reply.truncated says what was heard.
+        _wait_for(page, f"() => window.voxmesh.turns[{cut}].heardText !== null", "what was heard")
+        assert not _sent(_state(page), "audio.played")

@@ -10,7 +10,7 @@ import pytest
 from clients.bench.endcut import cut_at_speech_end, speech_end
 from clients.bench.load import busy_cores
 from clients.bench.metrics import count_deltas, delta, parse_histograms, stage_deltas
-from clients.bench.report import Run, format_ms, summary, table
+from clients.bench.report import Run, format_ms, summary, table, to_json
 from clients.bench.results import TurnResult
 from clients.bench.stats import Summary, ratio, ratios, summarize, summarize_stage
 
@@ -219,6 +219,18 @@ def test_summary_lists_failures() -> None:
     text = summary(run)
     assert "mesh 1/2 ok" in text and "busy cores: 1" in text
     assert "mesh turn 2 ('What is the capital of France?'): no reply within 60 s" in text
+
+
+def test_summary_compares_the_transports_when_both_ran() -> None:
+    mesh = [_turn("mesh", i, ms) for i, ms in enumerate((800.0, 900.0))]
+    webrtc = [_turn("mesh-webrtc", i, ms) for i, ms in enumerate((880.0, 990.0))]
+    run = Run("voxmesh bench latency --transport both", "ws://x/v1/realtime", 2, 0, ["q"], mesh, [])
+    run.webrtc = webrtc
+    text = summary(run)
+    assert "mesh 2/2 ok; mesh over WebRTC 2/2 ok" in text
+    row = next(line for line in text.splitlines() if "first audio at the client" in line and "1.10" in line)
+    assert "| 850 ms | 895 ms | 935 ms | 984 ms | 1.10 | 1.10 |" in row, row
+    assert '"mesh-webrtc"' in to_json(run) and '"summary_webrtc"' in to_json(run)
 
 
 # ---- busy cores

@@ -1,6 +1,8 @@
-// Wiring: the microphone and player worklets, the protocol client, the state and the view.
+// Wiring: the microphone and player worklets, the protocol client (WebRTC where the browser has it, the
+// WebSocket otherwise, or as the person picks), the state and the view.
 
 import { RealtimeClient, fetchSessionToken, realtimeUrl } from "./protocol.js";
+import { RtcClient, offerUrl, webrtcAvailable } from "./rtc-client.js";
 import {
   applyServerEvent,
   createState,
@@ -9,6 +11,8 @@ import {
   playbackStarted,
   playbackStopped,
   replyAudioReceived,
+  rtcStatsReceived,
+  rtcTurnStopped,
   sessionEnded,
   setError,
   turnByKey,
@@ -18,13 +22,36 @@ import { createView } from "./view.js";
 
 const state = createState();
 window.voxmesh = state;
-const view = createView(state, { onMain, onMute });
+const view = createView(state, { onMain, onMute, onTransport });
+const transportChoice = document.getElementById("transport");
+const replyAudio = document.getElementById("reply-audio");
+setUpTransportChoice();
 
 let audio = null; // {context, stream, mic, player}
 let client = null;
 let attempt = 0; // counts start() and stop(): a start that was stopped while it waited gives up
 
 class MicrophoneError extends Error {}
+
+/** WebRTC by default where the browser has it; `?transport=websocket|webrtc` or the menu picks one. */
+function setUpTransportChoice() {
+  const webrtcOption = transportChoice.querySelector('option[value="webrtc"]');
+  const asked = new URLSearchParams(window.location.search).get("transport");
+  if (!webrtcAvailable()) {
+    webrtcOption.disabled = true;
+    webrtcOption.textContent += " (not in this browser)";
+    transportChoice.value = "websocket";
+  } else if (asked === "websocket" || asked === "webrtc") {
+    transportChoice.value = asked;
+  } else {
+    transportChoice.value = "webrtc";
+  }
+}
+
+function onTransport() {
+  logEntry(state, "page", "transport chosen", transportChoice.value);
+  view.render();
+}
 
 function onMain(action) {
   if (action === "stop") stop();
@@ -36,6 +63,8 @@ function onMute() {
   const muted = state.mic !== "muted";
   // A muted microphone still sends silence: the server needs an unbroken stream to hear pauses.
   audio.mic.port.postMessage({ type: "mute", muted });
+  // Over WebRTC the track itself carries the microphone: a disabled track sends silence.
+  if (state.transport === "webrtc") for (const track of audio.stream.getAudioTracks()) track.enabled = !muted;
   state.mic = muted ? "muted" : "on";
   logEntry(state, "page", muted ? "microphone muted" : "microphone unmuted");
   view.render();
@@ -134,19 +163,48 @@ async function start() {
   state.mic = "on";
   audio.mic.port.onmessage = (event) => onMicFrame(event.data);
   audio.player.port.onmessage = (event) => onPlayer(event.data);
-  const url = realtimeUrl(window.location, audio.context.sampleRate);
-  logEntry(state, "page", "connect", url);
-  // A client that was stopped may still report its closing; only the current one changes the page.
-  // A gateway that wants a session token refuses the first connection; the page then asks its own
-  // gateway for one (GET /v1/token, served only to this machine) and connects again with it.
-  const current = new RealtimeClient(url, {
+  connectClient(transportChoice.value === "webrtc" && webrtcAvailable() ? "webrtc" : "websocket");
+}
+
+/** Open the session on `transport`. A client that was stopped may still report its closing; only the
+ * current one changes the page. A gateway that wants a session token refuses the first connection; the
+ * page then asks its own gateway for one (GET /v1/token, served only to this machine) and tries again. */
+function connectClient(transport) {
+  state.transport = transport;
+  state.rtc = null;
+  transportChoice.disabled = true;
+  let current = null;
+  const handlers = {
     onEvent: (event) => client === current && onServerEvent(event),
     onAudio: (turnId, buffer) => client === current && onReplyAudio(turnId, buffer),
     onStatus: (status) => client === current && onConnectionStatus(status),
     onWire: (direction, type, detail) => logEntry(state, direction, type, detail),
-  }, () => fetchSessionToken(window.location));
+    onStats: (counters, now) => client === current && onRtcStats(counters, now),
+    onUnsupported: () => client === current && audio !== null && fallBackToWebSocket(),
+  };
+  const getToken = () => fetchSessionToken(window.location);
+  if (transport === "webrtc") {
+    const url = offerUrl(window.location);
+    logEntry(state, "page", "connect (WebRTC)", url);
+    current = new RtcClient(url, audio.stream, replyAudio, handlers, getToken);
+  } else {
+    const url = realtimeUrl(window.location, audio.context.sampleRate);
+    logEntry(state, "page", "connect (WebSocket)", url);
+    current = new RealtimeClient(url, handlers, getToken);
+  }
   client = current;
   client.connect();
+  view.render();
+}
+
+/** The gateway serves no WebRTC, or WebRTC cannot connect here: the WebSocket carries the session. */
+function fallBackToWebSocket() {
+  logEntry(state, "page", "WebRTC unavailable here", "falling back to the WebSocket");
+  connectClient("websocket");
+}
+
+function onRtcStats(counters, now) {
+  rtcStatsReceived(state, counters, now);
   view.render();
 }
 
@@ -156,6 +214,7 @@ function stop() {
   client = null;
   closing?.close();
   closeAudio();
+  transportChoice.disabled = false;
   sessionEnded(state, "the conversation was ended");
   state.connection = "idle";
   state.mic = "off";
@@ -193,6 +252,7 @@ function onConnectionStatus(status) {
     case "failed":
       client = null;
       closeAudio();
+      transportChoice.disabled = false;
       sessionEnded(state, "the connection dropped");
       state.connection = "disconnected";
       state.mic = "off";
@@ -241,12 +301,16 @@ function onServerEvent(event) {
     case "audioStart": {
       const turn = turnFor(state, event.turnId);
       state.playingTurn = turn.key;
-      audio?.player.port.postMessage({ type: "start", key: turn.key, rate: turn.sampleRate });
+      if (state.transport === "websocket") audio?.player.port.postMessage({ type: "start", key: turn.key, rate: turn.sampleRate });
       break;
     }
-    case "audioEnd":
-      audio?.player.port.postMessage({ type: "end", key: turnFor(state, event.turnId).key });
+    case "audioEnd": {
+      const turn = turnFor(state, event.turnId);
+      // Over WebRTC, audio.end comes once the gateway's track has played the reply out.
+      if (state.transport === "webrtc") rtcTurnStopped(state, turn, "drained");
+      else audio?.player.port.postMessage({ type: "end", key: turn.key });
       break;
+    }
     case "audioClear":
       clearPlayback(turnFor(state, event.turnId));
       break;
@@ -259,6 +323,10 @@ function onServerEvent(event) {
 /** Stop a reply now; the player answers with where it stopped, which goes back to the server. */
 function clearPlayback(turn) {
   if (state.playingTurn === turn.key) state.playingTurn = null;
+  if (state.transport === "webrtc") {
+    rtcTurnStopped(state, turn, "cleared"); // the gateway emptied its track: nothing more of it plays
+    return;
+  }
   if (audio === null) return;
   audio.player.port.postMessage({ type: "clear", key: turn.key });
 }

@@ -313,7 +313,7 @@ export class RealtimeClient {
 }
 
 /** The fields of a wire event worth a line in the event log. */
-function describe(wire) {
+export function describe(wire) {
   const parts = [];
   for (const [key, value] of Object.entries(wire)) {
     if (key === "type") continue;

@@ -7,6 +7,8 @@ const LOG_LIMIT = 200;
 export function createState() {
   return {
     connection: "idle", // idle | connecting | connected | reconnecting | disconnected
+    transport: null, // webrtc | websocket: what the session runs on (chosen when it starts)
+    rtc: null, // WebRTC counters from the connection's statistics (packets, samples, energy), or null
     reconnectAttempt: 0,
     mic: "off", // off | requesting | on | muted | blocked
     micLevel: 0, // 0..1, loudness of the last microphone frame
@@ -53,6 +55,7 @@ function newTurn(state, id) {
     samplesReceived: 0,
     samplesPlayed: 0,
     underruns: 0, // times the player ran dry before the reply's end (a gap the person heard)
+    rtcBase: null, // WebRTC: the remote track's samples received when this reply began to sound
     sampleRate: null,
     audioStartAt: null,
     audioEnded: false,
@@ -229,4 +232,35 @@ export function sessionEnded(state, why) {
     else if (turn.status === "thinking" || turn.status === "listening") turn.status = "failed";
     if (turn.status === "failed" && turn.error === null) turn.error = why;
   }
+}
+
+// Reply audio louder than this (total audio energy gained between two polls) means the track is sounding.
+const RTC_SOUND_ENERGY = 1e-6;
+
+/**
+ * The WebRTC connection's counters were read (`now`: performance.now()): the reply playing on the remote
+ * track starts once its energy rises, and its samples played are the track's samples since then.
+ */
+export function rtcStatsReceived(state, counters, now) {
+  const previous = state.rtc;
+  state.rtc = counters;
+  state.framesSent = counters.packetsSent;
+  if (previous === null || state.playingTurn === null) return;
+  const turn = turnByKey(state, state.playingTurn);
+  if (turn === null) return;
+  if (turn.playback === "waiting" && counters.audioEnergy - previous.audioEnergy > RTC_SOUND_ENERGY) {
+    turn.rtcBase = previous.samplesReceived;
+    playbackStarted(state, turn.key, now, 0);
+  }
+  if (turn.playback === "playing" && turn.rtcBase !== null) {
+    const played = counters.samplesReceived - turn.rtcBase;
+    turn.samplesReceived = Math.max(turn.samplesReceived, played);
+    playbackProgress(state, turn.key, played);
+  }
+}
+
+/** The gateway's track finished a turn's reply (`audio.end`, "drained") or dropped it (`audio.clear`). */
+export function rtcTurnStopped(state, turn, how) {
+  if (turn.playback === "waiting") turn.playback = "none";
+  return playbackStopped(state, turn.key, null, undefined, how);
 }

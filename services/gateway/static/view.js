@@ -17,6 +17,16 @@ const MIC_LABELS = {
   blocked: "Microphone blocked",
 };
 
+const TRANSPORT_LABELS = { webrtc: "WebRTC", websocket: "WebSocket" };
+
+/** The WebRTC connection's counters in a line: what arrived on the reply track, and its jitter buffer. */
+function rtcText(rtc) {
+  if (rtc === null) return "–";
+  const seconds = (rtc.samplesReceived / 48000).toFixed(1);
+  const jitter = rtc.jitterBufferMs === null ? "" : `, jitter buffer ${rtc.jitterBufferMs} ms`;
+  return `${rtc.packetsReceived} packets, ${seconds} s received${jitter}`;
+}
+
 function setText(element, value) {
   if (element.textContent !== value) element.textContent = value;
 }
@@ -125,6 +135,8 @@ export function createView(state, handlers) {
     played: $("reply-played"),
     lastLatency: $("last-latency"),
     session: $("session-id"),
+    transportUsed: $("transport-used"),
+    rtcFigures: $("rtc-figures"),
     log: $("log"),
   };
   const turnViews = new Map();
@@ -133,6 +145,7 @@ export function createView(state, handlers) {
 
   elements.main.addEventListener("click", () => handlers.onMain(mainAction(state).action));
   elements.mute.addEventListener("click", () => handlers.onMute());
+  document.getElementById("transport").addEventListener("change", () => handlers.onTransport?.());
 
   function drawTurns() {
     const newest = state.turns.at(-1);
@@ -187,6 +200,8 @@ export function createView(state, handlers) {
     setText(elements.played, state.outputSampleRate ? `${(state.samplesPlayed / state.outputSampleRate).toFixed(1)} s` : "0 s");
     setText(elements.lastLatency, state.lastLatencyMs === null ? "–" : `${state.lastLatencyMs} ms`);
     setText(elements.session, state.sessionId ?? "–");
+    setText(elements.transportUsed, TRANSPORT_LABELS[state.transport] ?? "–");
+    setText(elements.rtcFigures, rtcText(state.rtc));
     drawLog();
   }
 
