@@ -113,14 +113,15 @@ class Translator:
 
     def _speech_started(self, native: dict[str, Any]) -> list[dict[str, Any]]:
         turn = int(native["turn_id"])
-        out = self._cancel("turn_detected")
         item = _UserItem(new_id("item"), self._input_ms())
         self._users[turn] = item
         _bound(self._users)
         self._latest_turn = max(self._latest_turn, turn)
-        out.append(server_event("input_audio_buffer.speech_started", audio_start_ms=item.started_ms,
-                                item_id=item.id))  # fmt: skip
-        return out
+        # As the API does: the speech first (a client stops playback on it), then the response it cut.
+        started = server_event(
+            "input_audio_buffer.speech_started", audio_start_ms=item.started_ms, item_id=item.id
+        )
+        return [started, *self._cancel("turn_detected")]
 
     def _partial(self, native: dict[str, Any]) -> list[dict[str, Any]]:
         item = self._users.get(int(native["turn_id"]))
