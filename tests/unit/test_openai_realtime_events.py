@@ -8,6 +8,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.gateway.openai_realtime.client_events import (
     AudioAppend,
@@ -248,3 +250,68 @@ def test_a_session_update_applies_entirely_or_not_at_all() -> None:
     )
     assert config.turn_detection["type"] == "semantic_vad"
     strict_event(json.dumps({"type": "session.updated", "event_id": "e", "session": config.as_dict()}))
+
+
+# ---- fuzzing the parser of untrusted input (as tests/unit/test_fuzz_parsers.py does for the native one)
+
+_ERROR_CODES = {"invalid_json", "unknown_event", "invalid_value"}
+_TYPES = [
+    "session.update", "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear",
+    "conversation.item.create", "conversation.item.truncate", "conversation.item.delete", "response.create",
+    "response.cancel",
+]  # fmt: skip
+_FIELDS = ["session", "audio", "item", "item_id", "content_index", "audio_end_ms", "response", "event_id"]
+_text = st.text(st.characters(codec="utf-8"), max_size=30)
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), _text)
+_json: st.SearchStrategy[Any] = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
+    max_leaves=12,
+)
+_shaped = st.builds(
+    lambda kind, known, extra: {"type": kind, **known, **extra},
+    st.sampled_from(_TYPES) | _text,
+    st.dictionaries(st.sampled_from(_FIELDS), _json, max_size=4),
+    st.dictionaries(_text, _json, max_size=2),
+)
+_sessions = st.builds(
+    lambda session: {"type": "session.update", "session": session},
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "instructions": _json, "output_modalities": st.sampled_from([["audio"], ["text"], []]) | _json,
+            "audio": st.fixed_dictionaries({}, optional={
+                "input": st.fixed_dictionaries({}, optional={
+                    "format": st.sampled_from([{"type": "audio/pcm", "rate": 24000}, {"type": "audio/pcmu"}])
+                    | _json,
+                    "turn_detection": _json
+                    | st.sampled_from([None, {"type": "server_vad"}, {"type": "semantic_vad"}]),
+                    "transcription": _json,
+                }),
+                "output": st.fixed_dictionaries({}, optional={"voice": _json, "format": _json}),
+            }),
+            "tools": st.lists(st.fixed_dictionaries({"type": st.just("function"), "name": _text}), max_size=3)
+            | _json,
+        },
+    ),
+)  # fmt: skip
+
+
+@given(
+    st.one_of(
+        st.text(max_size=200), _json.map(json.dumps), _shaped.map(json.dumps), _sessions.map(json.dumps)
+    )
+)
+def test_any_text_frame_parses_or_is_refused_with_an_api_error_code(text: str) -> None:
+    try:
+        event = parse_client_event(text)
+    except ProtocolError as exc:
+        assert exc.code in _ERROR_CODES, exc.code
+        return
+    if isinstance(event, SessionUpdate):
+        config = SessionConfig(session_id="s", model="m")
+        try:
+            config.apply(event)
+        except ProtocolError as exc:
+            assert exc.code.startswith("unsupported_") or exc.code == "invalid_value", exc.code
+        strict_event(json.dumps({"type": "session.updated", "event_id": "e", "session": config.as_dict()}))

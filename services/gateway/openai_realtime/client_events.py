@@ -74,11 +74,17 @@ class AudioInput(_Model):
     turn_detection: TurnDetection | None = None
 
 
+class VoiceId(_Model):
+    """A custom voice, by id."""
+
+    id: str = Field(max_length=200)
+
+
 class AudioOutput(_Model):
     """`session.audio.output`: the format, and a voice (voxmesh has one; the name is kept as given)."""
 
     format: AudioFormat | None = None
-    voice: str | dict[str, Any] | None = None
+    voice: str | VoiceId | None = Field(default=None, max_length=200)
     speed: float | None = Field(default=None, ge=0.25, le=1.5)
 
 

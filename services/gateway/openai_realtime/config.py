@@ -78,7 +78,8 @@ class SessionConfig:
         if session.instructions is not None:
             self.instructions = session.instructions
         if audio is not None and audio.output is not None and audio.output.voice is not None:
-            self.voice = audio.output.voice
+            voice = audio.output.voice
+            self.voice = voice if isinstance(voice, str) else voice.model_dump()
         if session.tools is not None:
             self.tools = list(session.tools)
         if session.tool_choice is not None:

@@ -76,6 +76,9 @@ class OpenAIRealtimeSession(GatewaySession):
         self._pending_history: list[HistoryEntry] = []
         """Items for the history before the next reply (function calls and outputs, assistant text)."""
         self._next_reply: _ReplyPlan | None = None
+        self._calls_sent: dict[
+            str, None
+        ] = {}  # call ids already given to the client (a retried reply repeats)
 
     # ---- client events
 
@@ -239,6 +242,11 @@ class OpenAIRealtimeSession(GatewaySession):
 
     async def _deliver(self, reply: ReplyTrack, message: Message) -> None:
         if isinstance(message, FunctionCall):
+            if message.call_id in self._calls_sent:
+                return
+            self._calls_sent[message.call_id] = None
+            while len(self._calls_sent) > 64:
+                del self._calls_sent[next(iter(self._calls_sent))]
             self._pending_history.append(HistoryEntry(
                 role="function_call", text=message.arguments, turn_id=reply.turn_id, call_id=message.call_id,
                 name=message.name,
