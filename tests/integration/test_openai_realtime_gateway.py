@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from services.gateway.settings import GatewaySettings
 from shared.auth import Tokens, TokenSettings
 from shared.bus import Bus
+from tests.eventually import eventually
 from tests.gateway_support import next_request, serving
 from tests.mesh_support import fake_asr
 from tests.openai_realtime_support import Client, strict_event
@@ -88,6 +89,7 @@ async def test_a_spoken_turn_asks_the_llm_with_the_clients_instructions_and_tool
                     session={"type": "realtime", "instructions": "Be brief.", "tools": [TOOL]}  # type: ignore[list-item]
                 )
                 await client.wait_type("session.updated", timeout_s=5)
+                await eventually(lambda: bool(asr.sessions))  # the stand-in ASR took the session
                 await asr.say(asr.sessions[-1], "Look up the moon.")
                 request = await next_request(bus, "llm-test")
                 assert request.text == "Look up the moon." and request.instructions == "Be brief."

@@ -185,6 +185,26 @@ def test_the_budget_is_reported_as_rate_limits() -> None:
     assert events[-1].rate_limits[0].remaining == 61
 
 
+def test_a_text_only_response_has_output_text_and_no_audio() -> None:
+    h = _Harness()
+    h.feed({"type": "openai.response", "turn_id": 1, "output_modalities": ["text"]})
+    events = h.feed(
+        {"type": "reply.text", "turn_id": 1, "seq": 0, "text": "Paris."},
+        {"type": "audio.start", "turn_id": 1, "sample_rate": 24000, "latency_ms": 1},
+        b"\x01\x00" * 100,
+        {"type": "audio.end", "turn_id": 1},
+    )
+    h.charge(1)
+    events += h.feed({"type": "openai.usage", "turn_id": 1})
+    assert _types(events) == [
+        "response.output_item.added", "conversation.item.added", "response.content_part.added",
+        "response.output_text.delta", "response.output_text.done", "response.content_part.done",
+        "response.output_item.done", "conversation.item.done", "response.done",
+    ]  # fmt: skip
+    assert events[4].text == "Paris." and events[-1].response.output_modalities == ["text"]
+    assert events[-1].response.output[0].content[0].type == "output_text"
+
+
 def test_events_without_an_openai_counterpart_are_dropped() -> None:
     h = _Harness()
     for native in ({"type": "pong"}, {"type": "audio.clear", "turn_id": 1}, {"type": "session.usage"},
@@ -238,7 +258,7 @@ def test_a_session_update_applies_entirely_or_not_at_all() -> None:
     for refused in (
         {"instructions": "Other.", "audio": {"output": {"format": {"type": "audio/pcma"}}}},
         {"instructions": "Other.", "audio": {"input": {"turn_detection": None}}},
-        {"instructions": "Other.", "output_modalities": ["text"]},
+        {"instructions": "Other.", "output_modalities": ["audio", "text"]},
         {"instructions": "Other.", "audio": {"input": {"turn_detection": {"type": "server_vad",
                                                                           "create_response": False}}}},
     ):  # fmt: skip

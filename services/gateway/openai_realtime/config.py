@@ -68,13 +68,10 @@ class SessionConfig:
                 transcription = None if given is None else given.model_dump(exclude_none=True)
         if audio is not None and audio.output is not None:
             check_format(audio.output.format, "session.audio.output.format")
-        if session.output_modalities is not None and session.output_modalities != ["audio"]:
-            raise ProtocolError(
-                "unsupported_modality", "voxmesh answers with audio (and its transcript) only.",
-                param="session.output_modalities",
-            )  # fmt: skip
         # Checked in full above: from here on nothing fails, so an update applies entirely or not at all.
         self.turn_detection, self.transcription = turn_detection, transcription
+        if session.output_modalities is not None:
+            self.output_modalities = list(session.output_modalities)
         if session.instructions is not None:
             self.instructions = session.instructions
         if audio is not None and audio.output is not None and audio.output.voice is not None:

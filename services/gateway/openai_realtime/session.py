@@ -33,8 +33,9 @@ from services.gateway.openai_realtime.client_events import (
     parse_client_event,
 )
 from services.gateway.openai_realtime.config import AUDIO_RATE, SessionConfig
+from services.gateway.openai_realtime.items import audio_ms
 from services.gateway.openai_realtime.server_events import error_event, new_id, server_event
-from services.gateway.openai_realtime.translator import Translator, audio_ms
+from services.gateway.openai_realtime.translator import Translator
 from services.gateway.openai_realtime.wire import OpenAIWire
 from services.gateway.playback import ReplyTrack
 from services.gateway.session import GatewaySession
@@ -195,16 +196,15 @@ class OpenAIRealtimeSession(GatewaySession):
         if options.conversation not in (None, "auto") or options.input is not None:
             raise ProtocolError("unsupported_value", "voxmesh answers in the conversation only.",
                                 param="response.conversation")  # fmt: skip
-        if options.output_modalities not in (None, ["audio"]):
-            message = "voxmesh answers with audio (and its transcript) only."
-            raise ProtocolError("unsupported_modality", message, param="response.output_modalities")
         instructions = self.config.instructions if options.instructions is None else options.instructions
         self._next_reply = _ReplyPlan(
             self.config.offered_tools(options.tools, options.tool_choice), instructions
         )
         text, self._pending_text = " ".join(self._pending_text), []
         await self.conversation.typed(text, time.time())
-        await self.send({"type": "openai.response", "turn_id": self.turn})
+        await self.send(
+            {"type": "openai.response", "turn_id": self.turn, "output_modalities": options.output_modalities}
+        )
 
     async def _refuse(self, error: ProtocolError) -> None:
         GATEWAY_CLIENT_ERRORS.labels(reason=f"openai_{error.code}"[:48]).inc()

@@ -12,40 +12,16 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from services.gateway.openai_realtime.config import AUDIO_RATE, SessionConfig
+from services.gateway.openai_realtime.items import ResponseState, UserItem, bound
 from services.gateway.openai_realtime.server_events import error_event, new_id, server_event, usage_object
 from services.gateway.usage import TurnUsage
-from shared.audio import SAMPLE_WIDTH
 
 USAGE_WAIT_S = 2.0
 """`response.done` carries the reply's usage, which the LLM reports right after its last phrase; a done
 response waits for it at most this long."""
-_KEPT_ITEMS = 64
-
-
-@dataclass
-class _UserItem:
-    id: str
-    started_ms: int
-    partial: str = ""
-    stopped: bool = False
-
-
-@dataclass
-class _Response:
-    turn_id: int
-    id: str
-    item_id: str | None = None
-    """The assistant message item, once the response has text or audio."""
-    message_index: int = 0
-    transcript: list[str] = field(default_factory=list)
-    outputs: list[dict[str, Any]] = field(default_factory=list)
-    """Output items in order (the message item is filled in when the response ends)."""
-    status: str = "in_progress"
-    details: dict[str, Any] | None = None
 
 
 class Translator:
@@ -65,10 +41,10 @@ class Translator:
         self._input_ms = input_ms
         self._rate_limits = rate_limits
         self._clock = clock
-        self._users: dict[int, _UserItem] = {}
+        self._users: dict[int, UserItem] = {}
         self._assistant_items: dict[str, int] = {}
-        self._response: _Response | None = None
-        self._waiting: dict[int, tuple[_Response, float]] = {}  # done responses waiting for their usage
+        self._response: ResponseState | None = None
+        self._waiting: dict[int, tuple[ResponseState, float]] = {}  # done responses waiting for their usage
         self._last_item: str | None = None
         self._latest_turn = 0
         self._audio_turn = -1
@@ -97,7 +73,7 @@ class Translator:
     def audio(self, pcm: bytes) -> list[dict[str, Any]]:
         """Reply audio of the turn announced by the last `audio.start`, as `response.output_audio.delta`."""
         response = self._response
-        if response is None or response.turn_id != self._audio_turn or not pcm:
+        if response is None or response.turn_id != self._audio_turn or not pcm or response.text_only:
             return []
         out = self._message_item(response)
         delta = base64.b64encode(pcm).decode("ascii")
@@ -113,9 +89,9 @@ class Translator:
 
     def _speech_started(self, native: dict[str, Any]) -> list[dict[str, Any]]:
         turn = int(native["turn_id"])
-        item = _UserItem(new_id("item"), self._input_ms())
+        item = UserItem(new_id("item"), self._input_ms())
         self._users[turn] = item
-        _bound(self._users)
+        bound(self._users)
         self._latest_turn = max(self._latest_turn, turn)
         # As the API does: the speech first (a client stops playback on it), then the response it cut.
         started = server_event(
@@ -138,7 +114,7 @@ class Translator:
         item = self._users.get(turn)
         out: list[dict[str, Any]] = []
         if item is None:
-            item = self._users[turn] = _UserItem(new_id("item"), self._input_ms())
+            item = self._users[turn] = UserItem(new_id("item"), self._input_ms())
         if not item.stopped:
             item.stopped = True
             out.append(server_event("input_audio_buffer.speech_stopped", audio_end_ms=self._input_ms(),
@@ -162,7 +138,7 @@ class Translator:
             out += self._start(turn)  # the reply to this turn follows
         return out
 
-    def _transcription_delta(self, item: _UserItem, delta: str) -> dict[str, Any]:
+    def _transcription_delta(self, item: UserItem, delta: str) -> dict[str, Any]:
         return server_event(
             "conversation.item.input_audio_transcription.delta", item_id=item.id, content_index=0, delta=delta
         )
@@ -174,8 +150,10 @@ class Translator:
         out += self._message_item(response)
         delta = str(native["text"]) if not response.transcript else " " + str(native["text"])
         response.transcript.append(str(native["text"]))
-        out.append(server_event("response.output_audio_transcript.delta", **self._content_ids(response),
-                                delta=delta))  # fmt: skip
+        kind = (
+            "response.output_text.delta" if response.text_only else "response.output_audio_transcript.delta"
+        )
+        out.append(server_event(kind, **self._content_ids(response), delta=delta))
         return out
 
     def _audio_start(self, native: dict[str, Any]) -> list[dict[str, Any]]:
@@ -207,7 +185,9 @@ class Translator:
     def _response_requested(self, native: dict[str, Any]) -> list[dict[str, Any]]:
         turn = int(native["turn_id"])
         self._latest_turn = max(self._latest_turn, turn)
-        return [] if self._response is not None and self._response.turn_id == turn else self._start(turn)
+        if self._response is not None and self._response.turn_id == turn:
+            return []
+        return self._start(turn, native.get("output_modalities"))
 
     def _cancelled(self, native: dict[str, Any]) -> list[dict[str, Any]]:
         return self._cancel(str(native.get("reason", "client_cancelled")))
@@ -243,7 +223,7 @@ class Translator:
 
     # ---- responses
 
-    def _current(self, turn: int) -> tuple[_Response | None, list[dict[str, Any]]]:
+    def _current(self, turn: int) -> tuple[ResponseState | None, list[dict[str, Any]]]:
         """The response of `turn` (None for a stale turn), started now if the turn is the newest and has
         none yet (output that comes before the adapter's `response.created`), with the events that took."""
         if self._response is not None and self._response.turn_id == turn:
@@ -253,18 +233,19 @@ class Translator:
             return self._response, out
         return None, []
 
-    def _start(self, turn: int) -> list[dict[str, Any]]:
+    def _start(self, turn: int, modalities: list[str] | None = None) -> list[dict[str, Any]]:
         out = self._cancel("turn_detected")
-        self._response = _Response(turn, new_id("resp"))
+        text_only = (modalities or self.config.output_modalities) == ["text"]
+        self._response = ResponseState(turn, new_id("resp"), text_only=text_only)
         return [*out, server_event("response.created", response=self._response_object(self._response))]
 
-    def _message_item(self, response: _Response) -> list[dict[str, Any]]:
+    def _message_item(self, response: ResponseState) -> list[dict[str, Any]]:
         """The events that open the response's assistant message (once)."""
         if response.item_id is not None:
             return []
         response.item_id, response.message_index = new_id("item"), len(response.outputs)
         self._assistant_items[response.item_id] = response.turn_id
-        _bound(self._assistant_items)
+        bound(self._assistant_items)
         item = self._message(response, "in_progress", with_content=False)
         response.outputs.append(item)
         previous, self._last_item = self._last_item, response.item_id
@@ -272,18 +253,17 @@ class Translator:
             server_event("response.output_item.added", response_id=response.id,
                          output_index=response.message_index, item=item),
             server_event("conversation.item.added", previous_item_id=previous, item=item),
-            server_event("response.content_part.added", **self._content_ids(response),
-                         part={"type": "audio", "transcript": ""}),
+            server_event("response.content_part.added", **self._content_ids(response), part=response.part()),
         ]  # fmt: skip
 
-    def _message(self, response: _Response, status: str, *, with_content: bool = True) -> dict[str, Any]:
-        content = (
-            [{"type": "output_audio", "transcript": " ".join(response.transcript)}] if with_content else []
-        )
+    def _message(self, response: ResponseState, status: str, *, with_content: bool = True) -> dict[str, Any]:
+        kind = {"type": "output_text", "text": response.text} if response.text_only else {
+            "type": "output_audio", "transcript": response.text}  # fmt: skip
+        content = [kind] if with_content else []
         return {"id": response.item_id, "type": "message", "role": "assistant", "object": "realtime.item",
                 "status": status, "content": content}  # fmt: skip
 
-    def _content_ids(self, response: _Response) -> dict[str, Any]:
+    def _content_ids(self, response: ResponseState) -> dict[str, Any]:
         return {"response_id": response.id, "item_id": response.item_id,
                 "output_index": response.message_index, "content_index": 0}  # fmt: skip
 
@@ -293,7 +273,9 @@ class Translator:
             return []
         return self._end(response, "cancelled", {"type": "cancelled", "reason": reason})
 
-    def _end(self, response: _Response, status: str, details: dict[str, Any] | None) -> list[dict[str, Any]]:
+    def _end(
+        self, response: ResponseState, status: str, details: dict[str, Any] | None
+    ) -> list[dict[str, Any]]:
         """Close the response's message item and send `response.done` (or wait a moment for its usage)."""
         if self._response is response:
             self._response = None
@@ -303,16 +285,16 @@ class Translator:
             item_status = "completed" if status == "completed" else "incomplete"
             item = self._message(response, item_status)
             response.outputs[response.message_index] = item
-            transcript = item["content"][0]["transcript"]
             ids = self._content_ids(response)
-            if status == "completed":
+            if status == "completed" and response.text_only:
+                out.append(server_event("response.output_text.done", **ids, text=response.text))
+            elif status == "completed":
                 out += [
                     server_event("response.output_audio.done", **ids),
-                    server_event("response.output_audio_transcript.done", **ids, transcript=transcript),
+                    server_event("response.output_audio_transcript.done", **ids, transcript=response.text),
                 ]
             out += [
-                server_event("response.content_part.done", **ids, part={"type": "audio",
-                                                                          "transcript": transcript}),
+                server_event("response.content_part.done", **ids, part=response.part()),
                 server_event("response.output_item.done", response_id=response.id,
                              output_index=response.message_index, item=item),
                 server_event("conversation.item.done", previous_item_id=None, item=item),
@@ -322,7 +304,7 @@ class Translator:
             return out
         return out + self._done(response)
 
-    def _done(self, response: _Response) -> list[dict[str, Any]]:
+    def _done(self, response: ResponseState) -> list[dict[str, Any]]:
         out = [server_event("response.done", response=self._response_object(response))]
         if (limits := self._rate_limits()) is not None:
             out.append(server_event("rate_limits.updated", rate_limits=limits))
@@ -336,7 +318,7 @@ class Translator:
                 out += self._done(response)
         return out
 
-    def _response_object(self, response: _Response) -> dict[str, Any]:
+    def _response_object(self, response: ResponseState) -> dict[str, Any]:
         return {
             "id": response.id,
             "object": "realtime.response",
@@ -344,7 +326,7 @@ class Translator:
             "status_details": response.details,
             "output": list(response.outputs),
             "conversation_id": f"conv_{self.config.session_id[:22]}",
-            "output_modalities": list(self.config.output_modalities),
+            "output_modalities": ["text"] if response.text_only else ["audio"],
             "max_output_tokens": self.config.max_output_tokens,
             "audio": {
                 "output": {"format": {"type": "audio/pcm", "rate": AUDIO_RATE}, "voice": self.config.voice}
@@ -354,16 +336,6 @@ class Translator:
             else None,
             "metadata": None,
         }
-
-
-def _bound(items: dict[Any, Any]) -> None:
-    while len(items) > _KEPT_ITEMS:
-        del items[next(iter(items))]
-
-
-def audio_ms(pcm_bytes: int) -> int:
-    """Milliseconds of 24 kHz s16le audio."""
-    return pcm_bytes * 1000 // (SAMPLE_WIDTH * AUDIO_RATE)
 
 
 _HANDLERS: dict[str, Callable[[Translator, dict[str, Any]], list[dict[str, Any]]]] = {
