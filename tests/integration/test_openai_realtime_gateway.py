@@ -120,3 +120,33 @@ async def test_audio_faster_than_real_time_is_limited_as_on_the_native_path(bus:
                 await client.wait_type("input_audio_buffer.cleared", timeout_s=5)  # the session goes on
             finally:
                 reader.cancel()
+
+
+async def test_response_cancel_stops_the_response_in_progress(bus: Bus) -> None:
+    settings = _settings(auth="off")
+    async with serving(settings, bus), fake_asr(bus):
+        async with _sdk(settings.http_port, "anything").realtime.connect(model="gpt-realtime") as conn:
+            client = Client(conn)
+            reader = asyncio.create_task(client.read())
+            try:
+                await client.wait_type("session.created", timeout_s=5)
+                await conn.conversation.item.create(
+                    item={
+                        "type": "message",
+                        "role": "user",
+                        "content": [{"type": "input_text", "text": "Hi."}],
+                    }
+                )
+                await conn.response.create(response={"instructions": "Say hello."})
+                request = await next_request(bus, "llm-test")
+                assert request.text == "Hi." and request.instructions == "Say hello."
+                _, created = await client.wait_type("response.created", timeout_s=5)
+                await conn.send({"type": "response.create"})
+                _, busy = await client.wait_type("error", timeout_s=5)
+                assert busy.error.code == "conversation_already_has_active_response"
+                await conn.response.cancel()
+                _, done = await client.wait_type("response.done", timeout_s=5)
+                assert done.response.id == created.response.id and done.response.status == "cancelled"
+                assert done.response.status_details.reason == "client_cancelled"
+            finally:
+                reader.cancel()
