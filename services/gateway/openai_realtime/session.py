@@ -8,7 +8,6 @@ replies are made at 24 kHz by the TTS and go out as base64.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any, cast
@@ -47,8 +46,6 @@ from shared.history import HistoryEntry
 from shared.metrics import GATEWAY_CLIENT_ERRORS
 from shared.schema import ClientTool, FunctionCall, Message, ReplyRequested, ReplyUsage
 
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True, slots=True)
 class _ReplyPlan:
@@ -77,9 +74,8 @@ class OpenAIRealtimeSession(GatewaySession):
         self._pending_history: list[HistoryEntry] = []
         """Items for the history before the next reply (function calls and outputs, assistant text)."""
         self._next_reply: _ReplyPlan | None = None
-        self._calls_sent: dict[
-            str, None
-        ] = {}  # call ids already given to the client (a retried reply repeats)
+        self._calls_sent: dict[str, None] = {}
+        """Function calls already given to the client, by call id (a retried reply sends them again)."""
 
     # ---- client events
 
