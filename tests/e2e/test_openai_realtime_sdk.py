@@ -67,3 +67,20 @@ async def test_a_spoken_question_gets_a_transcript_spoken_audio_and_a_done_respo
     usage = done.response.usage
     assert usage is not None and usage.input_tokens > 0 and usage.output_tokens > 0
     assert usage.total_tokens == usage.input_tokens + usage.output_tokens
+
+
+async def test_a_typed_question_gets_a_spoken_answer_from_the_bundled_model(
+    bundled_stack: RunningStack,
+) -> None:
+    async with connected(bundled_stack.port) as client:
+        await client.wait_type("session.created")
+        await client.connection.conversation.item.create(
+            item={"type": "message", "role": "user",
+                  "content": [{"type": "input_text", "text": "What is the capital of France?"}]}
+        )  # fmt: skip
+        await client.connection.response.create()
+        _, done = await client.wait_type("response.done", timeout_s=120)
+    assert done.response.status == "completed", done
+    assert audio_bytes(client, done.response.id) > 24_000, "at least half a second of speech at 24 kHz"
+    assert client.of_type("response.output_audio_transcript.done")[0].transcript
+    assert not client.of_type("input_audio_buffer.speech_started"), "no speech was heard in the silence"
