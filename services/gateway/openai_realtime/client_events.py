@@ -273,7 +273,7 @@ def parse_client_event(text: str) -> ClientEvent:
         raise ProtocolError("invalid_json", "The message is not valid JSON.") from exc
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise ProtocolError("invalid_json", 'Client events are JSON objects with a string "type".')
-    event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else None
+    event_id = data["event_id"][:128] if isinstance(data.get("event_id"), str) else None
     kind = data["type"]
     if kind not in _KNOWN:
         raise ProtocolError(
