@@ -150,3 +150,16 @@ async def test_response_cancel_stops_the_response_in_progress(bus: Bus) -> None:
                 assert done.response.status_details.reason == "client_cancelled"
             finally:
                 reader.cancel()
+
+
+async def test_a_client_of_the_beta_protocol_is_told_and_closed_before_anything_starts(bus: Bus) -> None:
+    settings = _settings(auth="off")
+    url = f"ws://127.0.0.1:{settings.http_port}/v1/realtime?model=gpt-4o-realtime-preview"
+    async with serving(settings, bus):
+        async with connect(url, proxy=None, additional_headers={"OpenAI-Beta": "realtime=v1"}) as ws:
+            error = strict_event(await asyncio.wait_for(ws.recv(), timeout=5))
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), timeout=5)
+    assert error.type == "error" and error.error.code == "unsupported_protocol"
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert await bus.redis.dbsize() == 0, "nothing was written for it"

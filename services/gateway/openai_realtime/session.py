@@ -59,6 +59,7 @@ class OpenAIRealtimeSession(GatewaySession):
     """The native session behind OpenAI's Realtime protocol (docs/openai-realtime.md)."""
 
     def __init__(self, websocket: WebSocket, bus: Bus, settings: GatewaySettings, model: str) -> None:
+        self._beta = "realtime=v1" in websocket.headers.get("openai-beta", "")
         wire = OpenAIWire(websocket)
         super().__init__(cast(WebSocket, wire), bus, settings, AUDIO_RATE)
         self.config = SessionConfig(session_id=self.session_id, model=model)
@@ -67,6 +68,7 @@ class OpenAIRealtimeSession(GatewaySession):
             rate_limits=self._rate_limits,
         )  # fmt: skip
         wire.translator = self.translator
+        self._wire = wire
         self._resampler = StreamResampler(AUDIO_RATE, ASR_SAMPLE_RATE)
         self._input_bytes = 0
         self._pending_text: list[str] = []
@@ -76,6 +78,17 @@ class OpenAIRealtimeSession(GatewaySession):
         self._next_reply: _ReplyPlan | None = None
         self._calls_sent: dict[str, None] = {}
         """Function calls already given to the client, by call id (a retried reply sends them again)."""
+
+    async def run(self) -> None:
+        """Serve the session; a client of the beta protocol is told so and closed before anything starts."""
+        if self._beta:
+            message = "voxmesh speaks the GA Realtime protocol, not the beta (OpenAI-Beta: realtime=v1)."
+            await self._wire.send_json(
+                {"type": "openai.event", "event": error_event("unsupported_protocol", message)}
+            )
+            await self._wire.close(code=1008, reason="beta realtime protocol not supported")
+            return
+        await super().run()
 
     # ---- client events
 
