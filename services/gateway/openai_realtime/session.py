@@ -101,7 +101,7 @@ class OpenAIRealtimeSession(GatewaySession):
             else:
                 await self._rate_limited("text events arrive faster than allowed")
             return True
-        if isinstance(event, AudioAppend):
+        if isinstance(event, AudioAppend) and event.audio:
             await self._append(event.audio)  # audio: limited as audio, not as text events
             return True
         if not self._text_bucket.take(1):
@@ -119,8 +119,8 @@ class OpenAIRealtimeSession(GatewaySession):
             self.config.apply(event)
             self.instructions = self.config.instructions
             await self._emit(server_event("session.updated", session=self.config.as_dict()))
-        elif isinstance(event, AudioCommit):
-            pass  # server VAD commits the buffer when the speaker stops (docs/openai-realtime.md)
+        elif isinstance(event, AudioAppend | AudioCommit):
+            pass  # an empty append; server VAD commits the buffer when the speaker stops (the docs)
         elif isinstance(event, AudioClear):
             await self._emit(server_event("input_audio_buffer.cleared"))
         elif isinstance(event, ItemCreate):
