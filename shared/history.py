@@ -20,11 +20,16 @@ class HistoryEntry(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "function_call", "function_call_output"]
     text: str
+    """The words; for a function call its JSON arguments, for a function call's output the output."""
     turn_id: int
     interrupted: bool = False
     """For the assistant: the user talked over the reply, so `text` stops where playback stopped."""
+    call_id: str = ""
+    """For a client-side function call and its output (OpenAI Realtime clients): the call they share."""
+    name: str = ""
+    """For a function call: the function's name."""
 
 
 async def load_history(redis: Redis, session_id: str, newest: int = MAX_STORED_ENTRIES) -> list[HistoryEntry]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Literal, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -101,6 +101,16 @@ class TranscriptFinal(BusMessage):
     """Wall-clock time the user stopped talking: the start of the turn's latency budget."""
 
 
+class ClientTool(BaseModel):
+    """A function the client runs itself (OpenAI Realtime clients): a reply may end by calling it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    description: str = Field(default="", max_length=4000)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
 class ReplyRequested(BusMessage):
     """Gateway → LLM work queue: answer the user's utterance for this turn."""
 
@@ -112,6 +122,8 @@ class ReplyRequested(BusMessage):
     """The session's own instructions, appended to the system prompt."""
     economy: bool = False
     """Economy mode: a shorter reply (tokens and sentences capped), from a cheaper model if one is set."""
+    tools: list[ClientTool] = Field(default_factory=list, max_length=32)
+    """Client-side functions the reply may call (engines with function calling); a call ends the reply."""
 
 
 class ReplyPhrase(BusMessage):
@@ -120,6 +132,16 @@ class ReplyPhrase(BusMessage):
     kind: Literal["reply.phrase"] = "reply.phrase"
     text: str
     output_sample_rate: int = 16000
+
+
+class FunctionCall(BusMessage):
+    """LLM → gateway: the reply calls one of the request's client tools (before its `ReplyDone`); the client
+    runs it and sends the result back. `seq` is the call's index within the reply."""
+
+    kind: Literal["function.call"] = "function.call"
+    call_id: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1, max_length=64)
+    arguments: str = Field(max_length=16_000)
 
 
 class ReplyDone(BusMessage):
@@ -189,6 +211,7 @@ Message: TypeAlias = Annotated[
     | TranscriptFinal
     | ReplyRequested
     | ReplyPhrase
+    | FunctionCall
     | ReplyDone
     | ReplyUsage
     | AudioChunk

@@ -17,6 +17,9 @@ from shared.auth import MissingSecretError, TokenError, Tokens
 SUBPROTOCOL = "voxmesh"
 """The subprotocol a client offers next to its token; the only one the gateway ever echoes."""
 TOKEN_SUBPROTOCOL_PREFIX = "token."
+OPENAI_SUBPROTOCOL = "realtime"
+"""What OpenAI's browser clients offer, next to `openai-insecure-api-key.<key>` (here: a session token)."""
+OPENAI_KEY_SUBPROTOCOL_PREFIX = "openai-insecure-api-key."
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 _FORWARDED = ("forwarded", "x-forwarded-for", "x-real-ip")
 
@@ -72,17 +75,33 @@ def origin_allowed(
     return urlsplit(origin).netloc.lower() == host.lower() if host else False
 
 
-def offered_token(subprotocols: Sequence[str], query_token: str | None) -> str | None:
-    """The token a client sent: a `token.<jwt>` subprotocol, else the `token` query parameter."""
+def offered_token(
+    subprotocols: Sequence[str], query_token: str | None, bearer: str | None = None
+) -> str | None:
+    """The token a client sent: a `token.<jwt>` (or OpenAI's `openai-insecure-api-key.<jwt>`) subprotocol,
+    else an `Authorization: Bearer` header (the `openai` SDK sends its API key so), else the `token` query
+    parameter."""
     for protocol in subprotocols:
-        if protocol.startswith(TOKEN_SUBPROTOCOL_PREFIX):
-            return protocol.removeprefix(TOKEN_SUBPROTOCOL_PREFIX)
-    return query_token or None
+        for prefix in (TOKEN_SUBPROTOCOL_PREFIX, OPENAI_KEY_SUBPROTOCOL_PREFIX):
+            if protocol.startswith(prefix):
+                return protocol.removeprefix(prefix)
+    return bearer or query_token or None
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The credential of an `Authorization: Bearer <credential>` header, if that is what it is."""
+    if not authorization:
+        return None
+    scheme, _, credential = authorization.partition(" ")
+    return credential.strip() or None if scheme.lower() == "bearer" else None
 
 
 def chosen_subprotocol(subprotocols: Sequence[str]) -> str | None:
-    """What the handshake answer names: "voxmesh" when offered, never the token."""
-    return SUBPROTOCOL if SUBPROTOCOL in subprotocols else None
+    """What the handshake answer names: "voxmesh" (or OpenAI's "realtime") when offered, never the token."""
+    for name in (SUBPROTOCOL, OPENAI_SUBPROTOCOL):
+        if name in subprotocols:
+            return name
+    return None
 
 
 def auth_required(mode: str, bind_host: str) -> bool:
@@ -121,11 +140,13 @@ class Access:
             self.settings.allowed_hosts,
         )
 
-    def token_refusal(self, subprotocols: Sequence[str], query_token: str | None) -> str | None:
+    def token_refusal(
+        self, subprotocols: Sequence[str], query_token: str | None, bearer: str | None = None
+    ) -> str | None:
         """Why the session must be refused for its token ("token required"...), None when admitted."""
         if not self.required:
             return None
-        token = offered_token(subprotocols, query_token)
+        token = offered_token(subprotocols, query_token, bearer)
         if token is None:
             return "token required"
         assert self.tokens is not None  # __init__ refuses to run required without a secret

@@ -16,7 +16,8 @@ from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from services.gateway.access import Access, chosen_subprotocol
+from services.gateway.access import Access, bearer_token, chosen_subprotocol
+from services.gateway.openai_realtime.session import OpenAIRealtimeSession
 from services.gateway.rtc_endpoint import WebRtcEndpoint
 from services.gateway.session import GatewaySession
 from services.gateway.settings import GatewaySettings
@@ -108,22 +109,30 @@ class Gateway:
         websocket: WebSocket,
         output_sample_rate: int = Query(16_000, ge=8_000, le=48_000),
         token: str | None = None,
+        model: str | None = Query(None, max_length=200),
     ) -> None:
-        """One realtime voice session (protocol: docs/protocol.md); refusals come before any Redis write."""
+        """One realtime voice session; refusals come before any Redis write. With a `model` parameter it
+        speaks OpenAI's Realtime protocol (docs/openai-realtime.md), without it voxmesh's own
+        (docs/protocol.md)."""
         subprotocols = websocket.scope.get("subprotocols", [])
         # Accepted first even when refused: a browser sees the 1008 close and its reason, not a bare failure.
         await websocket.accept(subprotocol=chosen_subprotocol(subprotocols))
         if not self.access.origin_ok(websocket):
             await _refuse(websocket, "origin", "origin not allowed")
             return
-        if (refusal := self.access.token_refusal(subprotocols, token)) is not None:
+        bearer = bearer_token(websocket.headers.get("authorization"))
+        if (refusal := self.access.token_refusal(subprotocols, token, bearer)) is not None:
             await _refuse(websocket, "token", refusal)
             return
         address = websocket.client.host if websocket.client else ""
         if (busy := self.admission_refusal(address)) is not None:
             await websocket.close(code=1013, reason=busy.reason)
             return
-        session = GatewaySession(websocket, self.bus, self.settings, output_sample_rate)
+        session = (
+            GatewaySession(websocket, self.bus, self.settings, output_sample_rate)
+            if model is None
+            else OpenAIRealtimeSession(websocket, self.bus, self.settings, model)
+        )
         async with self.tracked(session, address):
             try:
                 await session.run()

@@ -189,6 +189,16 @@ class Conversation:
                 await self._send_transcript(self.turn, text)
             await self._answer(text, speech_ended_at)
 
+    async def typed(self, text: str, at: float) -> None:
+        """A turn without speech (OpenAI clients' typed text or `response.create`): opens a turn and answers
+        it at once, also with no new words (the reply then goes on from the history)."""
+        async with self._lock:
+            await self._open_turn(None, by_speech=False)
+            request = " ".join([*await self._settle_previous(), text.strip()]).strip()
+            self.reply = ReplyTrack(self.turn, request, self.sample_rate, work_id=self.work)
+            self._release_work(self.reply)
+            await self.effects.request_reply(self.work, request, at)
+
     async def client_cancel(self) -> None:
         """The client asked to stop the reply (`response.cancel`)."""
         async with self._lock:

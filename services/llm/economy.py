@@ -56,12 +56,14 @@ def plan_reply(settings: LlmSettings, instructions: str, economy: bool) -> Reply
 
 
 def fit_context(
-    system: ChatMessage, history: Sequence[ChatMessage], question: ChatMessage, budget_tokens: int
+    system: ChatMessage, history: Sequence[ChatMessage], question: ChatMessage | None, budget_tokens: int
 ) -> list[ChatMessage]:
     """The prompt within `budget_tokens` (estimated): the system prompt and the question always, and the
     newest part of the history that fits; older turns are dropped, and the kept history starts with a
-    user message so the model never sees an answer without its question."""
-    left = budget_tokens - estimate_prompt_tokens([system, question])
+    user message so the model never sees an answer without its question. No question (a reply the client
+    asked for with no new words): the history ends the prompt."""
+    asked = [] if question is None else [question]
+    left = budget_tokens - estimate_prompt_tokens([system, *asked])
     kept: list[ChatMessage] = []
     for message in reversed(history):
         left -= estimate_prompt_tokens([message])
@@ -71,7 +73,7 @@ def fit_context(
     kept.reverse()
     while kept and kept[0].role != "user":
         kept.pop(0)
-    return [system, *kept, question]
+    return [system, *kept, *asked]
 
 
 def ends_sentence(phrase: str) -> bool:

@@ -4,16 +4,23 @@ Generator protocol."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
+
+from shared.schema import ClientTool
 
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
     """One turn of the conversation as the model sees it."""
 
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool_call", "tool"]
     text: str
+    """The words; for a `tool_call` the call's JSON arguments, for a `tool` message the call's output."""
+    call_id: str = ""
+    """`tool_call` and `tool`: the client-side function call they belong to."""
+    name: str = ""
+    """`tool_call`: the function called."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +31,18 @@ class GenerationOptions:
     """A lower cap on the reply's tokens than the engine's own; None keeps the engine's."""
     model: str | None = None
     """Another model of the same vendor for this reply (remote engines only); None keeps the engine's."""
+    client_tools: tuple[ClientTool, ...] = ()
+    """Functions the client runs (OpenAI Realtime clients): engines with function calling offer them, and a
+    call to one ends the reply (recorded in `Usage.function_calls`); other engines ignore them."""
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionCallRequest:
+    """A call of a client-side function the reply ended with."""
+
+    call_id: str
+    name: str
+    arguments: str
 
 
 @dataclass(slots=True)
@@ -39,12 +58,35 @@ class Usage:
     usage, a stream stopped early) and the service estimates them."""
     tool_calls: int = 0
     tool_failures: int = 0
+    function_calls: list[FunctionCallRequest] = field(default_factory=list)
+    """Client-side function calls the reply ended with: the client runs them, not the service."""
 
     def add_tokens(self, input_tokens: int, output_tokens: int) -> None:
         """Add one model step's counts as the engine reported them."""
         self.input_tokens += input_tokens
         self.output_tokens += output_tokens
         self.reported = True
+
+
+def paired_tool_messages(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """The messages with only complete function calls: a `tool_call` followed by its `tool` output (a call
+    the client never answered, or an output without its call, would make chat APIs refuse the prompt)."""
+    answered = {m.call_id for m in messages if m.role == "tool"}
+    called = {m.call_id for m in messages if m.role == "tool_call" and m.call_id in answered}
+    return [m for m in messages if m.role not in ("tool_call", "tool") or m.call_id in called]
+
+
+def as_text_messages(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """For engines without client-side function calling: calls and outputs told as plain text."""
+    plain: list[ChatMessage] = []
+    for m in messages:
+        if m.role == "tool_call":
+            plain.append(ChatMessage("assistant", f"(I called {m.name} with {m.text})"))
+        elif m.role == "tool":
+            plain.append(ChatMessage("user", f"(The function returned: {m.text})"))
+        else:
+            plain.append(m)
+    return plain
 
 
 class GenerationError(Exception):

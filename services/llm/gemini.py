@@ -8,7 +8,7 @@ import httpx
 from google import genai
 from google.genai import errors, types
 
-from services.llm.engine import ChatMessage, GenerationError, GenerationOptions, Usage
+from services.llm.engine import ChatMessage, GenerationError, GenerationOptions, Usage, as_text_messages
 from services.llm.tools.registry import ToolResult
 from services.llm.tools.runner import ToolCall, ToolRunner
 
@@ -64,7 +64,7 @@ class GeminiGenerator:
         options = options or GenerationOptions()
         usage = usage if usage is not None else Usage()
         usage.model = options.model or self._model
-        system, contents = _to_contents(messages)
+        system, contents = _to_contents(as_text_messages(messages))
         # With a thinking model the cap includes thinking tokens: pair a small cap with a model that does not
         # think (e.g. gemini-2.5-flash-lite as the economy model).
         config = types.GenerateContentConfig(

@@ -15,7 +15,7 @@ import llama_cpp
 from llama_cpp import Llama
 from llama_cpp.llama_types import ChatCompletionRequestMessage
 
-from services.llm.engine import ChatMessage, GenerationError, GenerationOptions, Usage
+from services.llm.engine import ChatMessage, GenerationError, GenerationOptions, Usage, as_text_messages
 from shared.threadstream import stream_from_thread
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class LlamaCppGenerator:
         usage.model = self.model
         max_tokens = min(self._max_tokens, options.max_tokens or self._max_tokens)
         async with self._lock:
-            generate = functools.partial(self._generate, list(messages), max_tokens, usage)
+            generate = functools.partial(self._generate, as_text_messages(messages), max_tokens, usage)
             deltas = stream_from_thread(self._executor, generate, max_pending=_MAX_PENDING_DELTAS)
             try:
                 # Holding the lock until the worker is idle keeps the next turn from queueing behind it.

@@ -10,9 +10,10 @@ from typing import Any
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
-from services.llm.engine import ChatMessage, GenerationError, GenerationOptions, Usage
+from services.llm.engine import ChatMessage, FunctionCallRequest, GenerationError, GenerationOptions, Usage
 from services.llm.tools.registry import ToolResult
 from services.llm.tools.runner import ToolCall, ToolRunner
+from shared.schema import ClientTool
 
 # Model steps in one reply: a tool call and the answer that uses it, with room for a second call.
 _MAX_STEPS = 4
@@ -65,11 +66,18 @@ class OpenAICompatibleGenerator:
         usage = usage if usage is not None else Usage()
         usage.model = options.model or self.model
         max_tokens = min(self._max_tokens, options.max_tokens or self._max_tokens)
-        conversation: list[dict[str, Any]] = [{"role": m.role, "content": m.text} for m in messages]
+        conversation: list[dict[str, Any]] = [_wire_message(m) for m in messages]
+        client = [_client_schema(tool) for tool in options.client_tools]
         for _ in range(_MAX_STEPS):
             calls: list[ToolCall] = []
-            async for delta in self._step(conversation, calls, usage, max_tokens):
+            async for delta in self._step(conversation, calls, usage, max_tokens, client):
                 yield delta
+            ends = [c for c in calls if c.name in {tool.name for tool in options.client_tools}]
+            if ends:  # the client runs these: the reply ends with them
+                usage.function_calls += [
+                    FunctionCallRequest(c.call_id, c.name, str(c.arguments)) for c in ends
+                ]
+                return
             if not calls or self._tools is None:
                 return
             results: list[ToolResult] = []
@@ -88,7 +96,12 @@ class OpenAICompatibleGenerator:
         raise GenerationError(f"the model kept calling tools after {_MAX_STEPS} steps")
 
     async def _step(
-        self, conversation: list[dict[str, Any]], calls: list[ToolCall], usage: Usage, max_tokens: int
+        self,
+        conversation: list[dict[str, Any]],
+        calls: list[ToolCall],
+        usage: Usage,
+        max_tokens: int,
+        client_tools: list[dict[str, Any]],
     ) -> AsyncGenerator[str, None]:
         """One request: yield its text, collect the tool calls it ends with into `calls`."""
         body: dict[str, Any] = {
@@ -99,8 +112,9 @@ class OpenAICompatibleGenerator:
             "max_tokens": max_tokens,
             "temperature": self._temperature,
         }
-        if self._tools is not None and self._tools.registry:
-            body["tools"] = self._tools.registry.openai_schemas()
+        tools = self._tools.registry.openai_schemas() if self._tools is not None else []
+        if tools + client_tools:
+            body["tools"] = tools + client_tools
         pending: dict[int, dict[str, str]] = {}  # tool calls by index, their arguments arriving in pieces
         try:
             async with aconnect_sse(self._client, "POST", "chat/completions", json=body) as source:
@@ -154,6 +168,22 @@ class OpenAICompatibleGenerator:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
+
+
+def _wire_message(message: ChatMessage) -> dict[str, Any]:
+    """A chat message in the API's shape; client-side function calls as `tool_calls` and `tool` results."""
+    if message.role == "tool_call":
+        call = {"name": message.name, "arguments": message.text}
+        return {"role": "assistant", "content": None,
+                "tool_calls": [{"id": message.call_id, "type": "function", "function": call}]}  # fmt: skip
+    if message.role == "tool":
+        return {"role": "tool", "tool_call_id": message.call_id, "content": message.text}
+    return {"role": message.role, "content": message.text}
+
+
+def _client_schema(tool: ClientTool) -> dict[str, Any]:
+    function = {"name": tool.name, "description": tool.description, "parameters": tool.parameters}
+    return {"type": "function", "function": function}
 
 
 def _count(usage: dict[str, Any], key: str) -> int:

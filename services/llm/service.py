@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from contextlib import aclosing
@@ -19,7 +20,7 @@ from services.llm.economy import (
     plan_reply,
     reply_phrases,
 )
-from services.llm.engine import ChatMessage, GenerationError, Generator, Usage
+from services.llm.engine import ChatMessage, GenerationError, Generator, Usage, paired_tool_messages
 from services.llm.factory import generator_for
 from services.llm.settings import LlmSettings
 from shared import keys
@@ -37,6 +38,7 @@ from shared.metrics import (
 )
 from shared.schema import (
     AudioChunk,
+    FunctionCall,
     Message,
     PhraseAudioDone,
     ReplyDone,
@@ -106,10 +108,13 @@ class LlmService:
         assert self.generator is not None, "load() first"
         history = await load_history(self.bus.redis, message.session_id, self.settings.history_messages)
         plan = plan_reply(self.settings, message.instructions, message.economy)
+        if message.tools:
+            options = dataclasses.replace(plan.options, client_tools=tuple(message.tools))
+            plan = dataclasses.replace(plan, options=options)
         prompt = fit_context(
             ChatMessage("system", plan.system_prompt),
-            [chat for entry in history if (chat := _as_chat(entry)) is not None],
-            ChatMessage("user", message.text),
+            paired_tool_messages([chat for entry in history if (chat := _as_chat(entry)) is not None]),
+            ChatMessage("user", message.text) if message.text else None,
             self.settings.context_tokens,
         )
         # The history is written by the gateway, which alone knows how much of this reply the user heard.
@@ -124,6 +129,11 @@ class LlmService:
                     message, ServiceError(**_ids(message), seq=0, code="turn_failed", message=str(exc))
                 )
                 return
+            for index, call in enumerate(reply.usage.function_calls):  # a client-side call ends the reply
+                await self._send_out(message, FunctionCall(
+                    **_ids(message), seq=index, call_id=call.call_id or f"call_{index}", name=call.name,
+                    arguments=call.arguments,
+                ))  # fmt: skip
             await self._send_out(message, ReplyDone(**_ids(message), seq=0, phrase_count=len(reply.spoken)))
             LLM_PHRASES_PER_REPLY.labels(economy=str(plan.economy).lower()).observe(len(reply.spoken))
         finally:
@@ -214,6 +224,12 @@ class LlmService:
 
 def _as_chat(entry: HistoryEntry) -> ChatMessage | None:
     """The model sees an interrupted reply as the words the user heard, trailing off."""
+    if entry.role == "function_call":
+        return ChatMessage("tool_call", entry.text, call_id=entry.call_id, name=entry.name)
+    if entry.role == "function_call_output":
+        return ChatMessage("tool", entry.text, call_id=entry.call_id)
+    if not entry.text and not entry.interrupted:
+        return None  # a reply the client asked for without words has no question
     if entry.role == "assistant" and entry.interrupted:
         return ChatMessage("assistant", f"{entry.text}…") if entry.text else None
     return ChatMessage(entry.role, entry.text)
