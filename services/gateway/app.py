@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from services.gateway.access import Access, chosen_subprotocol
+from services.gateway.resume import Claimed, ResumeKey, Resumes, offered_resume, token_subject
 from services.gateway.session import GatewaySession
 from services.gateway.settings import GatewaySettings
 from services.gateway.transport import GatewayWebSocketProtocol
@@ -46,6 +47,7 @@ class Gateway:
         self.readiness = Readiness(bus)
         self.readiness.loaded = True  # nothing to load: ready as soon as Redis answers
         self.sessions: set[GatewaySession] = set()
+        self.resumes = Resumes(bus, settings.resume_window_s)
         self._per_ip: Counter[str] = Counter()
         self._no_sessions = asyncio.Event()
         self._no_sessions.set()
@@ -90,6 +92,7 @@ class Gateway:
         websocket: WebSocket,
         output_sample_rate: int = Query(16_000, ge=8_000, le=48_000),
         token: str | None = None,
+        resume: str | None = None,
     ) -> None:
         """One realtime voice session (protocol: docs/protocol.md); refusals come before any Redis write."""
         subprotocols = websocket.scope.get("subprotocols", [])
@@ -111,7 +114,15 @@ class Gateway:
             log.info("session refused", extra={"reason": "too many sessions from one address"})
             await websocket.close(code=1013, reason="too many sessions from this address")
             return
-        session = GatewaySession(websocket, self.bus, self.settings, output_sample_rate)
+        subject = token_subject(self.access, subprotocols, token)
+        claimed = None
+        if (offered := offered_resume(subprotocols, resume)) is not None:
+            if (claimed := await self._claim(websocket, offered, subject)) is None:
+                return
+        session = GatewaySession(
+            websocket, self.bus, self.settings, output_sample_rate,
+            resumes=self.resumes, subject=subject, claimed=claimed,
+        )  # fmt: skip
         self.sessions.add(session)
         self._per_ip[address] += 1
         self._no_sessions.clear()
@@ -129,6 +140,21 @@ class Gateway:
             if not self.sessions:
                 self._no_sessions.set()
             GATEWAY_SESSIONS.dec()
+
+    async def _claim(self, websocket: WebSocket, offered: str, subject: str) -> Claimed | None:
+        """The parked session a resuming client asked for; None when it was refused (it is told
+        `resume_failed` and closed with 1008)."""
+        key = ResumeKey.parse(offered)
+        claimed = None
+        if key is not None and self.resumes.enabled:
+            claimed = await self.resumes.claim(key, subject, {s.session_id: s for s in self.sessions})
+        if claimed is None:
+            GATEWAY_CLIENT_ERRORS.labels(reason="resume_failed").inc()
+            log.info("session refused", extra={"reason": "resume failed"})
+            message = "no session to resume: it ended, its window is over, or the key is wrong"
+            await websocket.send_json({"type": "error", "code": "resume_failed", "message": message})
+            await websocket.close(code=1008, reason="resume failed")
+        return claimed
 
     async def drain(self, grace_s: float) -> None:
         """Refuse new sessions (readiness goes false at once), close each open one (1001 going away) as
@@ -148,6 +174,7 @@ class Gateway:
         for session in list(self.sessions):
             await session.ws.close_now(1001, "server shutting down")
         await self._wait_no_sessions(max(0.0, deadline - loop.time()))
+        await self.resumes.close()
 
     async def _wait_no_sessions(self, timeout_s: float) -> None:
         try:

@@ -1,0 +1,463 @@
+"""A session outlives its connection: a client that drops comes back within the resume window and carries
+on where it was (docs/protocol.md#resuming-a-session); and a session whose data Redis lost (a restart)
+writes it back from what the gateway holds.
+
+Who may resume is in the session's record in Redis (`keys.session_record`): the SHA-256 of a secret the
+gateway gave that client only (in `session.started`), and the subject of its token when tokens are on. The
+secret itself is never stored or logged. While the client is away the record also holds what the resumed
+connection carries on from; whoever takes that out of the record (one atomic script) owns the session: a
+resuming connection on any gateway replica, or the expiry that ends it for good once the window is over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+import secrets
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+from redis.exceptions import RedisError
+
+from services.gateway.access import Access, offered_token
+from services.gateway.usage import SessionUsage, TurnUsage
+from shared import keys
+from shared.auth import TokenError
+from shared.bus import SESSION_TTL_SECONDS, Bus, cancel_safe
+from shared.history import MAX_STORED_ENTRIES, HistoryEntry
+from shared.schema import SessionClosed, SessionOpened
+from shared.turns import open_turn
+
+if TYPE_CHECKING:
+    from services.gateway.session import GatewaySession
+
+log = logging.getLogger(__name__)
+
+RESUME_SUBPROTOCOL_PREFIX = "resume."
+"""A client resumes by offering the subprotocol `resume.<key>` (or the query parameter `resume`)."""
+_KEY = re.compile(r"([0-9a-f]{32})\.([A-Za-z0-9_-]{43})")
+# How often a live session checks that Redis still has its data (one EXPIRE), besides before each reply.
+_CHECK_EVERY_S = 1.0
+# A parked record outlives its window by this much, so the expiry (not Redis) is what ends it; if the
+# gateway that parked it died, Redis drops the record and the session's keys expire on their own.
+_RECORD_MARGIN_S = 60
+# At expiry, how long to wait for the ASR to let go of the session before its keys are deleted.
+_ASR_RELEASE_WAIT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeKey:
+    """What `session.started` gives the client: the session's id and a secret, as `<id>.<secret>`."""
+
+    session_id: str
+    secret: str
+
+    @classmethod
+    def new(cls, session_id: str) -> ResumeKey:
+        """A fresh secret for the session (256 bits)."""
+        return cls(session_id, secrets.token_urlsafe(32))
+
+    @classmethod
+    def parse(cls, text: str) -> ResumeKey | None:
+        """The key a client offered, or None if it is not shaped like one."""
+        match = _KEY.fullmatch(text)
+        return None if match is None else cls(match[1], match[2])
+
+    @property
+    def digest(self) -> str:
+        """What Redis holds instead of the secret."""
+        return hashlib.sha256(self.secret.encode()).hexdigest()
+
+    def __str__(self) -> str:
+        return f"{self.session_id}.{self.secret}"
+
+    def __repr__(self) -> str:
+        return f"ResumeKey({self.session_id!r}, ***)"
+
+
+def offered_resume(subprotocols: Sequence[str], query_key: str | None) -> str | None:
+    """The resume key a client sent: a `resume.<key>` subprotocol, else the `resume` query parameter."""
+    for protocol in subprotocols:
+        if protocol.startswith(RESUME_SUBPROTOCOL_PREFIX):
+            return protocol.removeprefix(RESUME_SUBPROTOCOL_PREFIX)
+    return query_key or None
+
+
+def token_subject(access: Access, subprotocols: Sequence[str], query_token: str | None) -> str:
+    """The `sub` of the client's token when tokens are required ("" otherwise): a session is resumed only
+    under the subject it was opened with. Call after `Access.token_refusal` admitted the client."""
+    token = offered_token(subprotocols, query_token)
+    if not access.required or access.tokens is None or token is None:
+        return ""
+    try:
+        return str(access.tokens.verify(token).get("sub", ""))
+    except TokenError:
+        return ""
+
+
+class Parked(BaseModel):
+    """What a resumed connection carries on from (the conversation itself is in Redis: history, usage)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    turn: int
+    work: int
+    instructions: str
+    economy: bool
+    sample_rate: int
+    frame_seq: int
+    out_position: str
+    """The session's output stream as far as the old connection handled it: the resumed one goes on
+    after it (transcripts of what the user said just before the drop are answered then)."""
+    asr_entry: str
+    """The session's entry on the ASR queue: acked once the ASR let go of the session."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A parked session taken out of its record: this connection (or the expiry) owns it now."""
+
+    session_id: str
+    subject: str
+    parked: Parked
+    key: ResumeKey
+    """The session's new resume key: the one used is spent."""
+
+
+# KEYS[1]: the record. ARGV: digest to match ("" at expiry: none), subject, new digest ("" : keep),
+# ttl, now in ms (at expiry: only a park whose window is over), digest check: "1"/"0".
+# Returns {2, parked state, subject} when claimed, {1} when the key is right but the session is still
+# connected, {0} otherwise.
+_CLAIM = """
+local rec = redis.call('HMGET', KEYS[1], 'key', 'subject', 'parked', 'parked_until')
+if ARGV[6] == '1' and (rec[1] ~= ARGV[1] or rec[2] ~= ARGV[2]) then return {0} end
+if not rec[3] then
+  if ARGV[6] == '1' and rec[1] then return {1} end
+  return {0}
+end
+if ARGV[6] == '0' and tonumber(rec[4]) > tonumber(ARGV[5]) then return {0} end
+redis.call('HDEL', KEYS[1], 'parked', 'parked_until')
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'key', ARGV[3]) end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return {2, rec[3], rec[2] or ''}
+"""
+# A resume that finds its session still connected (the server has not noticed the drop yet, or it is being
+# parked right now) waits this long for it to be parked; a session on this gateway is closed for it.
+_LIVE_WAIT_S = 8.0
+
+
+class Resumes:
+    """The gateway's parked sessions: claims them for resuming connections, and ends each for good once
+    its window is over (this class owns those timers)."""
+
+    def __init__(self, bus: Bus, window_s: float) -> None:
+        self.bus = bus
+        self.window_s = window_s
+        self._claim = bus.redis.register_script(_CLAIM)
+        self._timers: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def enabled(self) -> bool:
+        """Sessions can be resumed at all (a window of 0 turns it off)."""
+        return self.window_s > 0
+
+    async def claim(
+        self, key: ResumeKey, subject: str, live: Mapping[str, GatewaySession] | None = None
+    ) -> Claimed | None:
+        """The parked session `key` opens, given a new key; None for an unknown, expired or foreign session
+        (not told apart: the answer must not help anyone guess). A session the key opens that is still
+        connected (its client came back before the server noticed it had gone) is waited for, and taken
+        over when it is in `live` (this gateway's sessions by id): its old connection is closed."""
+        new_key = ResumeKey.new(key.session_id)
+        args: list[str | int] = [key.digest, subject, new_key.digest, SESSION_TTL_SECONDS, 0, "1"]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _LIVE_WAIT_S
+        while True:
+            found: Any = await cancel_safe(self._claim(keys=[keys.session_record(key.session_id)], args=args))
+            if found[0] == 2:
+                return _claimed(key.session_id, found[1:], new_key)
+            if found[0] == 0 or loop.time() >= deadline:
+                return None
+            old = (live or {}).get(key.session_id)
+            if old is not None and not old.continuity.handing_over:
+                log.info("client came back on a new connection; closing the old one", extra=_ids(old))
+                await old.continuity.hand_over()
+            await asyncio.sleep(0.05)
+
+    def expire_later(self, session_id: str) -> None:
+        """End the parked session for good once its window is over, unless a connection resumed it."""
+        previous = self._timers.pop(session_id, None)
+        if previous is not None:
+            previous.cancel()
+        task = asyncio.get_running_loop().create_task(self._expire_after(session_id, self.window_s))
+        self._timers[session_id] = task
+        task.add_done_callback(lambda done: self._forget(session_id, done))
+
+    def _forget(self, session_id: str, task: asyncio.Task[None]) -> None:
+        if self._timers.get(session_id) is task:
+            del self._timers[session_id]
+
+    async def _expire_after(self, session_id: str, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        try:
+            await self.expire(session_id, wait_asr_s=_ASR_RELEASE_WAIT_S)
+        except (RedisError, OSError) as exc:
+            # Its record and keys then expire on their own; the ASR gives the session up when audio stops.
+            log.warning("could not end a parked session", extra={"session_id": session_id, "error": str(exc)})
+
+    async def expire(self, session_id: str, *, wait_asr_s: float, now: float | None = None) -> bool:
+        """End the session if it is still parked and its window is over: stop its work, close its ASR
+        session, then delete every key it has. False when it was resumed (or is already gone)."""
+        at_ms = int((time.time() if now is None else now) * 1000)
+        args: list[str | int] = ["", "", "", _RECORD_MARGIN_S, at_ms, "0"]
+        found: Any = await cancel_safe(self._claim(keys=[keys.session_record(session_id)], args=args))
+        if found[0] != 2:
+            return False
+        parked = _claimed(session_id, found[1:], ResumeKey.new(session_id)).parked
+        redis = self.bus.redis
+        await open_turn(redis, session_id, above=parked.work)  # cancels anything still running for it
+        closed = SessionClosed(session_id=session_id, turn_id=parked.turn, seq=parked.frame_seq)
+        await self.bus.send_to_session(keys.audio_in(session_id), closed)
+        await _asr_released(self.bus, parked.asr_entry, wait_asr_s)
+        await cancel_safe(redis.delete(*keys.session_keys(session_id)))
+        log.info("parked session expired", extra={"session_id": session_id})
+        return True
+
+    async def close(self) -> None:
+        """Shutting down: end every parked session now (nobody would end it later)."""
+        timers, self._timers = dict(self._timers), {}
+        for task in timers.values():
+            task.cancel()
+        await asyncio.gather(*timers.values(), return_exceptions=True)
+        far = time.time() + self.window_s + 1
+        for session_id in timers:
+            try:
+                await self.expire(session_id, wait_asr_s=0.0, now=far)
+            except (RedisError, OSError) as exc:
+                log.warning("could not end a parked session", extra={"error": str(exc)})
+
+
+def _claimed(session_id: str, found: Any, key: ResumeKey) -> Claimed:
+    raw, subject = found
+    parked = Parked.model_validate_json(raw)
+    return Claimed(session_id, subject.decode() if isinstance(subject, bytes) else str(subject), parked, key)
+
+
+async def _asr_released(bus: Bus, entry_id: str, within_s: float) -> None:
+    """Wait (up to `within_s`) until no ASR replica holds the session's dispatch entry."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while True:
+        try:
+            pending: Any = await cancel_safe(
+                bus.redis.xpending_range(keys.ASR_DISPATCH, keys.ASR_GROUP, entry_id, entry_id, 1)
+            )
+        except RedisError:
+            return  # no ASR group (none ever ran, or Redis lost it): nobody holds the entry
+        if not pending or loop.time() >= deadline:
+            return
+        await asyncio.sleep(0.05)
+
+
+class Continuity:
+    """One session's side of resuming and of Redis data loss: its record, its resume key, a copy of the
+    history it wrote, and its parking when the client drops."""
+
+    def __init__(
+        self, session: GatewaySession, resumes: Resumes | None, subject: str, claimed: Claimed | None
+    ) -> None:
+        self.session = session
+        self.resumes = resumes
+        self.subject = subject
+        self.resumed = claimed is not None
+        self.key = claimed.key if claimed is not None else ResumeKey.new(session.session_id)
+        self.out_position: bytes | str = "0-0"
+        self.asr_entry = ""
+        self.history: deque[HistoryEntry] = deque(maxlen=MAX_STORED_ENTRIES)
+        self.client_left = False
+        """The client went away without `session.close`: the session is parked for a resume."""
+        self.handing_over = False
+        """Its client came back on a new connection: this one is being closed, and the session parked."""
+        self._started = False
+        self._checked_at = time.monotonic()
+        if claimed is not None:
+            self._carry_on(claimed.parked)
+
+    def _carry_on(self, parked: Parked) -> None:
+        session = self.session
+        session.conversation.turn = parked.turn
+        session.conversation.work = parked.work
+        session.conversation.sample_rate = parked.sample_rate
+        session.instructions = parked.instructions
+        session.economy = parked.economy
+        session.frame_seq = parked.frame_seq
+        self.out_position = parked.out_position
+        self.asr_entry = parked.asr_entry
+
+    @property
+    def _redis(self) -> Any:
+        return self.session.bus.redis
+
+    async def open(self) -> bytes | None:
+        """Start the session in Redis: its turn counter, its record and, for a new one, its ASR session
+        (the entry id, for admission); a resumed session already has all of it."""
+        sid = self.session.session_id
+        if self.resumed:
+            self._started = True
+            await self.load_conversation()
+            return None
+        await cancel_safe(self._redis.set(keys.turn_counter(sid), 0, ex=SESSION_TTL_SECONDS))
+        await self._write_record()
+        opened = await self.session.bus.send(
+            keys.ASR_DISPATCH, SessionOpened(session_id=sid, turn_id=0, seq=0)
+        )
+        self.asr_entry = opened.decode()
+        self._started = True
+        return opened
+
+    def started_fields(self) -> dict[str, Any]:
+        """`session.started`'s resume fields: the key to come back with, and for how long it works."""
+        if self.resumes is None or not self.resumes.enabled:
+            return {"resumed": self.resumed}
+        return {"resume": str(self.key), "resume_window_s": self.resumes.window_s, "resumed": self.resumed}
+
+    async def _write_record(self) -> None:
+        record = keys.session_record(self.session.session_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(record, mapping={"key": self.key.digest, "subject": self.subject})
+            pipe.expire(record, SESSION_TTL_SECONDS)
+            await cancel_safe(pipe.execute())
+
+    def remember(self, entries: list[HistoryEntry]) -> None:
+        """History the session wrote, kept to write it back if Redis loses it."""
+        self.history.extend(entries)
+
+    async def check(self, *, now: bool = False, sparing: int | None = None) -> None:
+        """Every second (or `now`): if Redis lost the session's data (restarted with none), write it back
+        and end the reply in flight with an error (its output was lost with Redis) but for work `sparing`,
+        which is being asked for right now."""
+        if not self._started or not (now or time.monotonic() - self._checked_at >= _CHECK_EVERY_S):
+            return
+        self._checked_at = time.monotonic()
+        record = keys.session_record(self.session.session_id)
+        if await cancel_safe(self._redis.expire(record, SESSION_TTL_SECONDS)):
+            return
+        log.warning("the session's data was lost in Redis; writing it back", extra=self._log_ids())
+        await self._restore()
+        session = self.session
+        reply = session.conversation.reply
+        if (
+            reply is not None and reply.work_id != sparing and reply.speculation is None
+            and not reply.failed and not reply.assembler.ended and reply.work_id == session.conversation.work
+        ):  # fmt: skip
+            await session.fail_reply(reply, "turn_failed", "the reply was lost when the server restarted")
+
+    async def _restore(self) -> None:
+        sid = self.session.session_id
+        await self._write_record()
+        work = self.session.conversation.work
+        await cancel_safe(self._redis.set(keys.turn_counter(sid), work, nx=True, ex=SESSION_TTL_SECONDS))
+        if self.history:
+            key = keys.history(sid)
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(key)
+                pipe.rpush(key, *(entry.model_dump_json() for entry in self.history))
+                pipe.expire(key, SESSION_TTL_SECONDS)
+                await cancel_safe(pipe.execute())
+        await self.session.usage.save()
+
+    async def park(self) -> bool:
+        """The client dropped: stop the reply being made, write what was heard to the history, and keep the
+        session for `window_s` for the client to resume. False when it is not to be kept (ended on purpose,
+        or by the server, or resuming is off): the caller ends it."""
+        session = self.session
+        if self.resumes is None or not self.resumes.enabled or not self._started:
+            return False
+        if not (self.client_left or self.handing_over):
+            return False
+        await session.conversation.park()
+        await session.usage.save()
+        conversation = session.conversation
+        out = self.out_position
+        parked = Parked(
+            turn=conversation.turn, work=conversation.work, instructions=session.instructions,
+            economy=session.economy, sample_rate=conversation.sample_rate, frame_seq=session.frame_seq,
+            out_position=out.decode() if isinstance(out, bytes) else out, asr_entry=self.asr_entry,
+        )  # fmt: skip
+        until_ms = int((time.time() + self.resumes.window_s) * 1000)
+        record = keys.session_record(session.session_id)
+        fields = {
+            "key": self.key.digest, "subject": self.subject, "parked": parked.model_dump_json(),
+            "parked_until": until_ms,
+        }  # fmt: skip
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(record, mapping=fields)
+            pipe.expire(record, int(self.resumes.window_s) + _RECORD_MARGIN_S)
+            await cancel_safe(pipe.execute())
+        self.resumes.expire_later(session.session_id)
+        log.info("client left; session kept for a resume", extra=self._log_ids())
+        return True
+
+    async def load_conversation(self) -> None:
+        """A resumed session's usage so far and its history, from Redis."""
+        session = self.session
+        sid = session.session_id
+        totals: Any = await cancel_safe(self._redis.hgetall(keys.usage(sid)))
+        turns: Any = await cancel_safe(self._redis.hgetall(keys.usage_turns(sid)))
+        _load_usage(session.usage, totals, turns)
+        raw: Any = await cancel_safe(self._redis.lrange(keys.history(sid), -MAX_STORED_ENTRIES, -1))
+        for item in raw:
+            try:
+                self.history.append(HistoryEntry.model_validate_json(item))
+            except ValueError:
+                continue
+
+    async def hand_over(self) -> None:
+        """Close this connection for the client's new one, which resumes the session once it is parked."""
+        self.handing_over = True
+        await self.session.ws.close_now(1000, "resumed on another connection")
+
+    def _log_ids(self) -> dict[str, str]:
+        return _ids(self.session)
+
+
+def _ids(session: GatewaySession) -> dict[str, str]:
+    return {"session_id": session.session_id}
+
+
+def _load_usage(usage: SessionUsage, totals: dict[bytes, bytes], turns: dict[bytes, bytes]) -> None:
+    """Fill a fresh SessionUsage with what Redis holds for the session (its totals, its turns' records)."""
+
+    def number(name: str) -> float:
+        try:
+            return float(totals.get(name.encode(), b"0"))
+        except ValueError:
+            return 0.0
+
+    usage.input_tokens = int(number("llm_input_tokens"))
+    usage.output_tokens = int(number("llm_output_tokens"))
+    usage.tool_calls = int(number("tool_calls"))
+    usage.tool_failures = int(number("tool_failures"))
+    usage.replies = int(number("replies"))
+    usage.audio_in_s = number("audio_in_seconds")
+    usage.audio_out_s = number("audio_out_seconds")
+    records: list[tuple[TurnUsage, dict[str, float]]] = []
+    for raw in turns.values():
+        try:
+            data = json.loads(raw)
+            record = TurnUsage.model_validate(data)
+        except ValueError:
+            continue
+        audio = {k: float(data.get(k, 0.0)) for k in ("audio_in_seconds", "audio_out_seconds")}
+        records.append((record, audio))
+    for record, audio in sorted(records, key=lambda pair: pair[0].turn_id):
+        usage.turns[record.turn_id] = record
+        usage.turn_audio[record.turn_id] = audio
+    usage.budget_reached = usage.token_budget is not None and usage.tokens >= usage.token_budget
