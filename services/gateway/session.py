@@ -236,7 +236,8 @@ class GatewaySession:
                 await self.ws.close(code=1000, reason="idle")
                 return
             if message["type"] == "websocket.disconnect":
-                self.continuity.client_left = not self.ws.closed_by_server
+                # A drop, not an end: the client did not close normally (1000), nor did the server close.
+                self.continuity.client_left = not self.ws.closed_by_server and message.get("code") != 1000
                 return
             if message.get("bytes") is not None:
                 await self._on_audio(message["bytes"])
