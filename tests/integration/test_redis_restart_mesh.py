@@ -165,7 +165,11 @@ async def test_gateway_sessions_ride_out_a_redis_restart(kind: str, tmp_path: Pa
                     asked = [_contents_text(r.body) for r in gemini.requests]
                     italy = [text for text in asked if "And of Italy?" in text]
                     assert italy and "capital of France?" in italy[-1], "the conversation is kept"
-                    print("in-flight reply ended with", end)
+                    # Only the reply in flight may have failed, and then its audio was ended too.
+                    assert not done.of("error") and not idle.of("error")
+                    assert [e["code"] for e in speaking.of("error")] in ([], ["turn_failed"])
+                    turn = end["turn_id"]
+                    assert [e for e in speaking.of("audio.end") if e["turn_id"] == turn], "its audio ended"
                 for process in (llm, tts, gateway):
                     assert process.process.returncode is None, process.log()
 
