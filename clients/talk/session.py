@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,13 +23,24 @@ from shared.auth import redact_token_logs
 
 DEFAULT_URL = "ws://127.0.0.1:8000/v1/realtime"
 SUBPROTOCOL = "voxmesh"
+_RECONNECT_FIRST_S = 0.1
+_RECONNECT_MAX_S = 2.0
+
+log = logging.getLogger(__name__)
 
 
-def token_subprotocols(token: str | None) -> list[Subprotocol] | None:
-    """What to offer in `Sec-WebSocket-Protocol`: "voxmesh" and the session token, if there is one."""
+def token_subprotocols(token: str | None, resume: str | None = None) -> list[Subprotocol] | None:
+    """What to offer in `Sec-WebSocket-Protocol`: "voxmesh", the session token if there is one, and the
+    resume key of a session to resume."""
+    if not token and not resume:
+        return None
+    redact_token_logs("websockets.client")  # it logs the handshake's headers at debug level
+    offered = [Subprotocol(SUBPROTOCOL)]
     if token:
-        redact_token_logs("websockets.client")  # it logs the handshake's headers at debug level
-    return None if not token else [Subprotocol(SUBPROTOCOL), Subprotocol(f"token.{token}")]
+        offered.append(Subprotocol(f"token.{token}"))
+    if resume:
+        offered.append(Subprotocol(f"resume.{resume}"))
+    return offered
 
 
 @dataclass
@@ -87,6 +99,10 @@ async def _speak(
         await asyncio.Event().wait()  # the receiver reports the close with its code
 
 
+class _Dropped(TalkError):
+    """The connection ended without the server closing it: the session can be resumed."""
+
+
 async def _receive(ws: ClientConnection, convo: Conversation) -> None:
     """Feed every server message to the conversation; only cancellation ends this normally."""
     try:
@@ -98,6 +114,8 @@ async def _receive(ws: ClientConnection, convo: Conversation) -> None:
                 await _flush(ws, convo)  # report playback the moment it stopped
     except ConnectionClosed:
         pass
+    if ws.protocol.close_rcvd is None and convo.resume_key is not None:
+        raise _Dropped("the connection dropped")
     reason = f", {ws.close_reason}" if ws.close_reason else ""
     raise TalkError(f"the server closed the connection early (code {ws.close_code}{reason})")
 
@@ -105,17 +123,58 @@ async def _receive(ws: ClientConnection, convo: Conversation) -> None:
 async def _run(
     url: str, token: str | None, convo: Conversation, mic: Microphone, frame_ms: int, deadline: _Deadline
 ) -> None:
+    """Hold the conversation over one connection, and over new ones resuming the session when one drops
+    (within the session's resume window; docs/protocol.md#resuming-a-session)."""
+    loop = asyncio.get_running_loop()
+    dropped_at: float | None = None
+    connections = 0
+    backoff = _RECONNECT_FIRST_S
+    while True:
+        resume = convo.resume_key if dropped_at is not None else None
+        try:
+            await _connection(url, token, resume, convo, mic, frame_ms, deadline)
+            return
+        except (_Dropped, _Unreachable) as exc:
+            if convo.connections > connections:  # the last drop was resumed: a new window for this one
+                connections, dropped_at, backoff = convo.connections, None, _RECONNECT_FIRST_S
+            if dropped_at is None:
+                if not isinstance(exc, _Dropped):
+                    raise
+                dropped_at = loop.time()
+                log.warning("connection dropped; resuming the session")
+            if loop.time() + backoff > dropped_at + convo.resume_window_s:
+                raise TalkError(
+                    f"the connection dropped and the session could not be resumed ({exc})"
+                ) from None
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _RECONNECT_MAX_S)
+
+
+class _Unreachable(TalkError):
+    """The gateway could not be reached or refused the handshake."""
+
+
+async def _connection(
+    url: str,
+    token: str | None,
+    resume: str | None,
+    convo: Conversation,
+    mic: Microphone,
+    frame_ms: int,
+    deadline: _Deadline,
+) -> None:
+    subprotocols = token_subprotocols(token, resume)
     try:
         # Compression would only cost CPU and latency on PCM.
-        async with connect(url, compression=None, subprotocols=token_subprotocols(token)) as ws:
+        async with connect(url, compression=None, subprotocols=subprotocols) as ws:
             async with asyncio.TaskGroup() as tasks:
                 receiver = tasks.create_task(_receive(ws, convo))
                 await _speak(ws, convo, mic, frame_ms, deadline)
                 receiver.cancel()
     except InvalidStatus as exc:
-        raise TalkError(f"{url} refused the WebSocket (HTTP {exc.response.status_code})") from None
+        raise _Unreachable(f"{url} refused the WebSocket (HTTP {exc.response.status_code})") from None
     except (OSError, InvalidHandshake, InvalidURI) as exc:
-        raise TalkError(f"cannot connect to {url}: {exc}") from None
+        raise _Unreachable(f"cannot connect to {url}: {exc}") from None
     except ExceptionGroup as group:
         # Surface the TalkError a task raised rather than a group around it.
         failures = group.subgroup(TalkError)
