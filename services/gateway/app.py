@@ -104,24 +104,29 @@ class Gateway:
         if (refusal := self.access.token_refusal(subprotocols, token)) is not None:
             await _refuse(websocket, "token", refusal)
             return
-        if self.readiness.draining or len(self.sessions) >= self.settings.max_sessions:
+        offered = offered_resume(subprotocols, resume)
+        # Sessions parked for a resume hold ASR slots: they count, but for the one this client takes up.
+        resuming = key.session_id if offered and (key := ResumeKey.parse(offered)) else None
+        parked = self.resumes.parked(excluding=resuming)
+        if self.readiness.draining or len(self.sessions) + parked >= self.settings.max_sessions:
             await websocket.close(code=1013, reason="try again later")
             return
         address = websocket.client.host if websocket.client else ""
         per_ip = self.settings.max_sessions_per_ip
-        if per_ip and self._per_ip[address] >= per_ip:
+        if per_ip and self._per_ip[address] + self.resumes.parked(address, excluding=resuming) >= per_ip:
             GATEWAY_CLIENT_ERRORS.labels(reason="per_ip_limit").inc()
             log.info("session refused", extra={"reason": "too many sessions from one address"})
             await websocket.close(code=1013, reason="too many sessions from this address")
             return
         subject = token_subject(self.access, subprotocols, token)
         claimed = None
-        if (offered := offered_resume(subprotocols, resume)) is not None:
+        if offered is not None:
             if (claimed := await self._claim(websocket, offered, subject)) is None:
                 return
+            self.resumes.resumed(claimed.session_id)
         session = GatewaySession(
             websocket, self.bus, self.settings, output_sample_rate,
-            resumes=self.resumes, subject=subject, claimed=claimed,
+            resumes=self.resumes, subject=subject, claimed=claimed, address=address,
         )  # fmt: skip
         self.sessions.add(session)
         self._per_ip[address] += 1

@@ -50,6 +50,8 @@ _CHECK_EVERY_S = 1.0
 _RECORD_MARGIN_S = 60
 # At expiry, how long to wait for the ASR to let go of the session before its keys are deleted.
 _ASR_RELEASE_WAIT_S = 10.0
+CLOSED_SESSION_TTL_S = 120
+"""A session that ended keeps its keys this long (for its ASR to read the close), then Redis drops them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,17 @@ class Resumes:
         self.window_s = window_s
         self._claim = bus.redis.register_script(_CLAIM)
         self._timers: dict[str, asyncio.Task[None]] = {}
+        self._addresses: dict[str, str] = {}  # session → the client address it was parked from
+
+    def parked(self, address: str | None = None, *, excluding: str | None = None) -> int:
+        """Sessions parked here (for clients at `address`, when given), but `excluding` (the one a client
+        is resuming): each holds an ASR slot, so they count against the gateway's and the address's
+        session limits."""
+        return sum(
+            1
+            for sid, at in self._addresses.items()
+            if (address is None or at == address) and sid != excluding
+        )
 
     @property
     def enabled(self) -> bool:
@@ -191,30 +204,39 @@ class Resumes:
                 await old.continuity.hand_over()
             await asyncio.sleep(0.05)
 
-    def expire_later(self, session_id: str) -> None:
+    def expire_later(self, session_id: str, address: str) -> None:
         """End the parked session for good once its window is over, unless a connection resumed it."""
-        previous = self._timers.pop(session_id, None)
-        if previous is not None:
-            previous.cancel()
+        self.resumed(session_id)
         task = asyncio.get_running_loop().create_task(self._expire_after(session_id, self.window_s))
         self._timers[session_id] = task
+        self._addresses[session_id] = address
         task.add_done_callback(lambda done: self._forget(session_id, done))
+
+    def resumed(self, session_id: str) -> None:
+        """A connection took the session up again: no need to end it (if it was parked here)."""
+        if (timer := self._timers.pop(session_id, None)) is not None:
+            timer.cancel()
+        self._addresses.pop(session_id, None)
 
     def _forget(self, session_id: str, task: asyncio.Task[None]) -> None:
         if self._timers.get(session_id) is task:
             del self._timers[session_id]
+            self._addresses.pop(session_id, None)
 
     async def _expire_after(self, session_id: str, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
         try:
             await self.expire(session_id, wait_asr_s=_ASR_RELEASE_WAIT_S)
-        except (RedisError, OSError) as exc:
+        except Exception:
             # Its record and keys then expire on their own; the ASR gives the session up when audio stops.
-            log.warning("could not end a parked session", extra={"session_id": session_id, "error": str(exc)})
+            log.exception("could not end a parked session", extra={"session_id": session_id})
 
-    async def expire(self, session_id: str, *, wait_asr_s: float, now: float | None = None) -> bool:
+    async def expire(
+        self, session_id: str, *, wait_asr_s: float, now: float | None = None, delete: bool = True
+    ) -> bool:
         """End the session if it is still parked and its window is over: stop its work, close its ASR
-        session, then delete every key it has. False when it was resumed (or is already gone)."""
+        session, then delete every key it has (or, without `delete`, let them expire in 120 s as after a
+        normal close, for an ASR that has yet to read the close). False when it was resumed (or is gone)."""
         at_ms = int((time.time() if now is None else now) * 1000)
         args: list[str | int] = ["", "", "", _RECORD_MARGIN_S, at_ms, "0"]
         found: Any = await cancel_safe(self._claim(keys=[keys.session_record(session_id)], args=args))
@@ -226,22 +248,29 @@ class Resumes:
         closed = SessionClosed(session_id=session_id, turn_id=parked.turn, seq=parked.frame_seq)
         await self.bus.send_to_session(keys.audio_in(session_id), closed)
         await _asr_released(self.bus, parked.asr_entry, wait_asr_s)
-        await cancel_safe(redis.delete(*keys.session_keys(session_id)))
+        if delete:
+            await cancel_safe(redis.delete(*keys.session_keys(session_id)))
+        else:
+            async with redis.pipeline(transaction=False) as pipe:
+                for key in keys.session_keys(session_id):
+                    pipe.expire(key, CLOSED_SESSION_TTL_S)
+                await cancel_safe(pipe.execute())
         log.info("parked session expired", extra={"session_id": session_id})
         return True
 
     async def close(self) -> None:
-        """Shutting down: end every parked session now (nobody would end it later)."""
+        """Shutting down: end every parked session now (nobody would end it later), as a normal close
+        does: their clients get `resume_failed` and start afresh."""
         timers, self._timers = dict(self._timers), {}
+        self._addresses.clear()
         for task in timers.values():
             task.cancel()
-        await asyncio.gather(*timers.values(), return_exceptions=True)
+        await asyncio.gather(*timers.values(), return_exceptions=True)  # our own cancels
         far = time.time() + self.window_s + 1
-        for session_id in timers:
-            try:
-                await self.expire(session_id, wait_asr_s=0.0, now=far)
-            except (RedisError, OSError) as exc:
-                log.warning("could not end a parked session", extra={"error": str(exc)})
+        ended = [self.expire(sid, wait_asr_s=0.0, now=far, delete=False) for sid in timers]
+        for result in await asyncio.gather(*ended, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.warning("could not end a parked session", extra={"error": str(result)})
 
 
 def _claimed(session_id: str, found: Any, key: ResumeKey) -> Claimed:
@@ -271,11 +300,17 @@ class Continuity:
     history it wrote, and its parking when the client drops."""
 
     def __init__(
-        self, session: GatewaySession, resumes: Resumes | None, subject: str, claimed: Claimed | None
+        self,
+        session: GatewaySession,
+        resumes: Resumes | None,
+        subject: str,
+        claimed: Claimed | None,
+        address: str = "",
     ) -> None:
         self.session = session
         self.resumes = resumes
         self.subject = subject
+        self.address = address
         self.resumed = claimed is not None
         self.key = claimed.key if claimed is not None else ResumeKey.new(session.session_id)
         self.out_position: bytes | str = "0-0"
@@ -401,7 +436,7 @@ class Continuity:
             pipe.hset(record, mapping=fields)
             pipe.expire(record, int(self.resumes.window_s) + _RECORD_MARGIN_S)
             await cancel_safe(pipe.execute())
-        self.resumes.expire_later(session.session_id)
+        self.resumes.expire_later(session.session_id, self.address)
         log.info("client left; session kept for a resume", extra=self._log_ids())
         return True
 

@@ -26,7 +26,7 @@ from services.gateway.events import (
 from services.gateway.outbound import ClientSocket
 from services.gateway.playback import ReplyTrack
 from services.gateway.ratelimit import TokenBucket
-from services.gateway.resume import Claimed, Continuity, Resumes
+from services.gateway.resume import CLOSED_SESSION_TTL_S, Claimed, Continuity, Resumes
 from services.gateway.settings import GatewaySettings
 from services.gateway.usage import SessionUsage
 from shared import keys
@@ -56,7 +56,6 @@ from shared.turns import open_turn
 
 log = logging.getLogger(__name__)
 
-_CLOSED_SESSION_TTL_S = 120
 # A reply with no output for this long is given up (longer than a dead replica's work takes to be taken
 # over, VOXMESH_*_CLAIM_IDLE_MS, 15 s by default).
 REPLY_STALL_S = 30.0
@@ -71,6 +70,7 @@ class GatewaySession:
     def __init__(
         self, websocket: WebSocket, bus: Bus, settings: GatewaySettings, output_rate: int,
         *, resumes: Resumes | None = None, subject: str = "", claimed: Claimed | None = None,
+        address: str = "",
     ) -> None:  # fmt: skip
         self.session_id = claimed.session_id if claimed is not None else uuid.uuid4().hex
         self.ws = ClientSocket(
@@ -92,7 +92,7 @@ class GatewaySession:
         self._last_rate_error = 0.0
         self._speech_ended_at: dict[int, float] = {}
         # Last: a resumed session takes up its parked state here.
-        self.continuity = Continuity(self, resumes, subject, claimed)
+        self.continuity = Continuity(self, resumes, subject, claimed, address)
 
     @property
     def turn(self) -> int:
@@ -145,7 +145,7 @@ class GatewaySession:
         await self.usage.save()
         async with self.bus.redis.pipeline(transaction=False) as pipe:
             for key in keys.session_keys(self.session_id):
-                pipe.expire(key, _CLOSED_SESSION_TTL_S)
+                pipe.expire(key, CLOSED_SESSION_TTL_S)
             await pipe.execute()
 
     # ---- Effects for the conversation

@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from shared import keys
 from shared.auth import Tokens
@@ -102,7 +104,7 @@ async def test_a_client_that_drops_and_comes_back_resumes_its_session(
                 usage_before = await bus.redis.hgetall(keys.usage(session_id))
                 _drop(first)
                 # What the user said as the connection went is heard while it is away, and answered after.
-                await eventually(lambda: bus.redis.hexists(keys.session_record(session_id), "parked"), 10)
+                await eventually(lambda: _parked(bus, session_id), 10)
                 await asr.say(session_id, "And of Spain?")
 
                 async with live_session(url, ["voxmesh", f"resume.{key}"]) as second:
@@ -177,6 +179,10 @@ async def test_a_client_back_before_the_server_noticed_the_drop_takes_its_sessio
                     assert (await _ask(second, asr, "What is the capital of France?"))["type"] == "audio.end"
 
 
+async def _parked(bus: Bus, session_id: str) -> bool:
+    return bool(await bus.redis.hexists(keys.session_record(session_id), "parked"))
+
+
 async def _session_keys(bus: Bus, session_id: str) -> list[bytes]:
     return [key async for key in bus.redis.scan_iter(match=f"*{{{session_id}}}*")]
 
@@ -237,3 +243,26 @@ async def _asr_took(asr: ServiceProcess) -> bool:
 
 async def _gone(bus: Bus, session_id: str) -> bool:
     return not await _session_keys(bus, session_id) and sum((await _pending(bus)).values()) == 0
+
+
+async def test_sessions_kept_for_a_resume_count_against_the_address_limit(
+    bus: Bus, redis_url: str, tmp_path: Path
+) -> None:
+    """Each kept session holds an ASR slot: a client dropping connections on purpose cannot pile them up."""
+    env = _gateway_env(VOXMESH_GATEWAY_MAX_SESSIONS_PER_IP="2")
+    async with fake_asr(bus), service_process("gateway", redis_url, tmp_path, **env) as gateway:
+        url = f"ws://127.0.0.1:{gateway.port}/v1/realtime"
+        resume_keys = []
+        for _ in range(2):
+            async with live_session(url, ["voxmesh"]) as session:
+                resume_keys.append(session.of("session.started")[0]["resume"])
+                _drop(session)
+            await eventually(lambda: _parked(bus, session.session_id), 10)  # noqa: B023
+
+        async with connect(url, proxy=None) as refused:
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(refused.recv(), timeout=10)
+        got = closed.value.rcvd
+        assert got is not None and (got.code, got.reason) == (1013, "too many sessions from this address")
+        async with live_session(url, ["voxmesh", f"resume.{resume_keys[0]}"]) as resumed:
+            assert resumed.of("session.started")[0]["resumed"] is True
