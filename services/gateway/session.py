@@ -56,6 +56,7 @@ from shared.turns import open_turn
 
 log = logging.getLogger(__name__)
 
+_LOST = (1005, 1006)
 # A reply with no output for this long is given up (longer than a dead replica's work takes to be taken
 # over, VOXMESH_*_CLAIM_IDLE_MS, 15 s by default).
 REPLY_STALL_S = 30.0
@@ -236,8 +237,9 @@ class GatewaySession:
                 await self.ws.close(code=1000, reason="idle")
                 return
             if message["type"] == "websocket.disconnect":
-                # A drop, not an end: the client did not close normally (1000), nor did the server close.
-                self.continuity.client_left = not self.ws.closed_by_server and message.get("code") != 1000
+                # A drop, not an end: the server had not closed it, and the connection was lost (uvicorn says
+                # 1005 or 1006: no close frame with a status from the client).
+                self.continuity.client_left = not self.ws.closed_by_server and message.get("code") in _LOST
                 return
             if message.get("bytes") is not None:
                 await self._on_audio(message["bytes"])
