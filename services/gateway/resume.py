@@ -204,10 +204,10 @@ class Resumes:
                 await old.continuity.hand_over()
             await asyncio.sleep(0.05)
 
-    def expire_later(self, session_id: str, address: str) -> None:
+    def expire_later(self, session_id: str, address: str, parked: Parked) -> None:
         """End the parked session for good once its window is over, unless a connection resumed it."""
         self.resumed(session_id)
-        task = asyncio.get_running_loop().create_task(self._expire_after(session_id, self.window_s))
+        task = asyncio.get_running_loop().create_task(self._expire_after(session_id, parked))
         self._timers[session_id] = task
         self._addresses[session_id] = address
         task.add_done_callback(lambda done: self._forget(session_id, done))
@@ -223,10 +223,16 @@ class Resumes:
             del self._timers[session_id]
             self._addresses.pop(session_id, None)
 
-    async def _expire_after(self, session_id: str, delay_s: float) -> None:
-        await asyncio.sleep(delay_s)
+    async def _expire_after(self, session_id: str, parked: Parked) -> None:
+        await asyncio.sleep(self.window_s)
         try:
-            await self.expire(session_id, wait_asr_s=_ASR_RELEASE_WAIT_S)
+            if not await self.expire(session_id, wait_asr_s=_ASR_RELEASE_WAIT_S):
+                if not await cancel_safe(self.bus.redis.exists(keys.session_record(session_id))):
+                    # Redis lost the record (a restart): nobody can resume it, and its ASR still holds it. Its
+                    # keys expire as after a close: with the ASR's group lost too, there is no telling when
+                    # the ASR has read the close.
+                    log.warning("a parked session's record was lost; ending it", extra=_sid(session_id))
+                    await self._end(session_id, parked, wait_asr_s=0.0, delete=False)
         except Exception:
             # Its record and keys then expire on their own; the ASR gives the session up when audio stops.
             log.exception("could not end a parked session", extra={"session_id": session_id})
@@ -243,6 +249,11 @@ class Resumes:
         if found[0] != 2:
             return False
         parked = _claimed(session_id, found[1:], ResumeKey.new(session_id)).parked
+        await self._end(session_id, parked, wait_asr_s=wait_asr_s, delete=delete)
+        log.info("parked session expired", extra={"session_id": session_id})
+        return True
+
+    async def _end(self, session_id: str, parked: Parked, *, wait_asr_s: float, delete: bool) -> None:
         redis = self.bus.redis
         await open_turn(redis, session_id, above=parked.work)  # cancels anything still running for it
         closed = SessionClosed(session_id=session_id, turn_id=parked.turn, seq=parked.frame_seq)
@@ -255,8 +266,6 @@ class Resumes:
                 for key in keys.session_keys(session_id):
                     pipe.expire(key, CLOSED_SESSION_TTL_S)
                 await cancel_safe(pipe.execute())
-        log.info("parked session expired", extra={"session_id": session_id})
-        return True
 
     async def close(self) -> None:
         """Shutting down: end every parked session now (nobody would end it later), as a normal close
@@ -436,7 +445,7 @@ class Continuity:
             pipe.hset(record, mapping=fields)
             pipe.expire(record, int(self.resumes.window_s) + _RECORD_MARGIN_S)
             await cancel_safe(pipe.execute())
-        self.resumes.expire_later(session.session_id, self.address)
+        self.resumes.expire_later(session.session_id, self.address, parked)
         log.info("client left; session kept for a resume", extra=self._log_ids())
         return True
 
@@ -464,7 +473,11 @@ class Continuity:
 
 
 def _ids(session: GatewaySession) -> dict[str, str]:
-    return {"session_id": session.session_id}
+    return _sid(session.session_id)
+
+
+def _sid(session_id: str) -> dict[str, str]:
+    return {"session_id": session_id}
 
 
 def _load_usage(usage: SessionUsage, totals: dict[bytes, bytes], turns: dict[bytes, bytes]) -> None:

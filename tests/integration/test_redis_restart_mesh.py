@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from shared import keys
@@ -28,10 +29,10 @@ from shared.schema import (
     TranscriptFinal,
 )
 from tests.conftest import REDIS_SERVERS, _redis_binary
-from tests.eventually import output_until
+from tests.eventually import eventually, output_until
 from tests.fake_gemini import FakeGeminiServer
 from tests.live_session import LiveSession, live_session
-from tests.mesh_support import FakeAsr, llm_and_tts, service_process
+from tests.mesh_support import FakeAsr, ServiceProcess, llm_and_tts, service_process
 from tests.ports import free_port_run
 from tests.speech import silence, synthesize_speech
 
@@ -249,3 +250,48 @@ async def test_the_asr_service_rides_out_a_redis_restart(kind: str, tmp_path: Pa
         finally:
             await tail.close()
         assert asr.process.returncode is None, asr.log()
+
+
+async def _asr_sessions(asr: ServiceProcess) -> float:
+    async with httpx.AsyncClient(trust_env=False) as client:
+        text = (await client.get(f"{asr.base_url}/metrics")).text
+    [line] = [line for line in text.splitlines() if line.startswith("voxmesh_asr_sessions_owned ")]
+    return float(line.split()[1])
+
+
+@pytest.mark.parametrize("kind", REDIS_SERVERS)
+async def test_a_session_kept_for_a_resume_when_redis_restarts_is_still_ended(
+    kind: str, tmp_path: Path
+) -> None:
+    """Redis loses the record of a session whose client dropped: it can no longer be resumed (a clear
+    `resume_failed`), and once its window is over its ASR session is closed all the same."""
+    gateway_env = {
+        "VOXMESH_GATEWAY_METRICS_PORT": str(free_port_run()),
+        "VOXMESH_GATEWAY_RESUME_WINDOW_S": "3",
+    }
+    async with (
+        restartable_redis(kind) as (redis, bus),
+        service_process("asr", redis.url, tmp_path, VOXMESH_ASR_TURN_POLICY="false") as asr,
+        service_process("gateway", redis.url, tmp_path, **gateway_env) as gateway,
+    ):
+        url = f"ws://127.0.0.1:{gateway.port}/v1/realtime"
+        async with live_session(url, ["voxmesh"]) as session:
+            key = session.of("session.started")[0]["resume"]
+            await eventually(lambda: _took(asr), within=30)
+            session.ws.transport.abort()
+        await eventually(lambda: bus.redis.hexists(keys.session_record(session.session_id), "parked"), 10)
+
+        await redis.restart()
+        async with live_session(url, ["voxmesh", f"resume.{key}"], microphone=False) as late:
+            await asyncio.wait_for(late.closed.wait(), timeout=15)
+        assert [e["code"] for e in late.of("error")] == ["resume_failed"]
+        await eventually(lambda: _closed(asr), within=30)
+        assert gateway.process.returncode is None and asr.process.returncode is None
+
+
+async def _took(asr: ServiceProcess) -> bool:
+    return await _asr_sessions(asr) == 1
+
+
+async def _closed(asr: ServiceProcess) -> bool:
+    return await _asr_sessions(asr) == 0
