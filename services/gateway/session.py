@@ -11,6 +11,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketState
 
 from services.gateway.admission import wait_taken
+from services.gateway.continuity import Continuity
 from services.gateway.conversation import Conversation
 from services.gateway.events import (
     AudioPlayed,
@@ -26,7 +27,7 @@ from services.gateway.events import (
 from services.gateway.outbound import ClientSocket
 from services.gateway.playback import ReplyTrack
 from services.gateway.ratelimit import TokenBucket
-from services.gateway.resume import CLOSED_SESSION_TTL_S, Claimed, Continuity, Resumes
+from services.gateway.resume import CLOSED_SESSION_TTL_S, Claimed, Resumes
 from services.gateway.settings import GatewaySettings
 from services.gateway.usage import SessionUsage
 from shared import keys

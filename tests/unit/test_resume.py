@@ -7,8 +7,9 @@ import json
 
 import pytest
 
+from services.gateway.continuity import _load_usage
 from services.gateway.conversation import Conversation
-from services.gateway.resume import ResumeKey, _load_usage, offered_resume
+from services.gateway.resume import ResumeKey, offered_resume
 from services.gateway.usage import SessionUsage
 from shared.auth import redact
 from tests.unit.conversation_support import Clock, FakeEffects, ask, play_reply, reply_playing
