@@ -55,7 +55,7 @@ class Continuity:
         self.asr_entry = ""
         self.history: deque[HistoryEntry] = deque(maxlen=MAX_STORED_ENTRIES)
         self.client_left = False
-        """The client went away without `session.close`: the session is parked for a resume."""
+        """The connection was lost (closed by neither side): the session is kept for a resume."""
         self.handing_over = False
         """Its client came back on a new connection: this one is being closed, and the session parked."""
         self._started = False
