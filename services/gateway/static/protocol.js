@@ -317,7 +317,8 @@ function describe(wire) {
   const parts = [];
   for (const [key, value] of Object.entries(wire)) {
     if (key === "type") continue;
-    parts.push(`${key}=${JSON.stringify(value)}`);
+    // A session's resume key is a secret: the event log shows that there is one, never the key.
+    parts.push(key === "resume" ? "resume=***" : `${key}=${JSON.stringify(value)}`);
   }
   return parts.join(" ");
 }
