@@ -20,11 +20,14 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from services.gateway.settings import GatewaySettings
 from shared import keys
 from shared.auth import Tokens
 from shared.bus import Bus
+from shared.schema import SessionClosed, decode
 from tests.eventually import eventually
 from tests.fake_gemini import FakeGeminiServer
+from tests.gateway_support import serving
 from tests.live_session import LiveSession, live_session
 from tests.mesh_support import FakeAsr, ServiceProcess, fake_asr, llm_and_tts, service_process
 from tests.ports import free_port_run
@@ -266,3 +269,21 @@ async def test_sessions_kept_for_a_resume_count_against_the_address_limit(
         assert got is not None and (got.code, got.reason) == (1013, "too many sessions from this address")
         async with live_session(url, ["voxmesh", f"resume.{resume_keys[0]}"]) as resumed:
             assert resumed.of("session.started")[0]["resumed"] is True
+
+
+async def test_a_gateway_shutting_down_ends_the_sessions_it_kept(bus: Bus) -> None:
+    """Nobody would end them after it exits: their ASR sessions are told to close, their keys expire."""
+    settings = GatewaySettings(http_host="127.0.0.1", http_port=free_port_run(), auth="off")
+    url = f"ws://127.0.0.1:{settings.http_port}/v1/realtime"
+    async with fake_asr(bus):
+        async with serving(settings, bus, drain_s=2.0) as gateway:
+            async with live_session(url, ["voxmesh"]) as session:
+                _drop(session)
+            await eventually(lambda: _parked(bus, session.session_id), 10)
+            assert gateway.resumes.parked() == 1
+        # `serving` drained the gateway on the way out.
+        audio: Any = await bus.redis.xrange(keys.audio_in(session.session_id))
+        assert [type(decode(fields)) for _, fields in audio][-1] is SessionClosed
+        for key in keys.session_keys(session.session_id):
+            assert await bus.redis.ttl(key) in range(-2, 121), key  # gone, or going within 120 s
+        assert not await bus.redis.hexists(keys.session_record(session.session_id), "parked")
