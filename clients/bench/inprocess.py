@@ -22,7 +22,7 @@ from services.llm.engine import ChatMessage, GenerationError, Generator
 from services.llm.factory import build_generator
 from services.llm.phrases import PhraseChunker
 from services.llm.settings import LlmSettings
-from services.tts.engine import PiperSynthesizer
+from services.tts.engine import PiperSynthesizer, synthesis_threads
 from services.tts.settings import TtsSettings
 from shared.audio import ASR_SAMPLE_RATE, SAMPLE_WIDTH, frames
 from shared.cpu import inference_threads
@@ -90,7 +90,7 @@ class InProcessBench:
             )
         )
         synthesizer = await asyncio.to_thread(
-            PiperSynthesizer.load, tts.chunk_ms, inference_threads(tts.threads, CPU_SHARE)
+            PiperSynthesizer.load, tts.chunk_ms, synthesis_threads(tts.threads)
         )
         return cls(recognizer, stock, generator, synthesizer, asr, llm)
 

@@ -15,10 +15,17 @@ import onnxruntime
 from piper import PiperConfig, PiperVoice
 
 from shared.audio import SAMPLE_WIDTH, StreamResampler
+from shared.cpu import available_cpus
 from shared.threadstream import stream_from_thread
 
 DEFAULT_CHUNK_MS = 100
 _WARMUP_TEXT = "Hello."
+
+
+def synthesis_threads(override: int | None) -> int:
+    """Threads for the voice: the override, else every CPU this process may use (they do not spin, see
+    `PiperSynthesizer.load`)."""
+    return max(1, override) if override is not None else available_cpus()
 
 
 class Synthesizer(Protocol):
@@ -47,9 +54,12 @@ class PiperSynthesizer:
     def load(cls, chunk_ms: int = DEFAULT_CHUNK_MS, threads: int | None = None) -> PiperSynthesizer:
         """Load the bundled joe voice and warm it up (blocking: call before the loop or via a thread).
 
-        `threads` caps onnxruntime's intra-op threads (None: one per core, onnxruntime's default).
+        `threads` caps onnxruntime's intra-op threads (None: one per core, onnxruntime's default). They never
+        spin waiting for work: a spinning thread holds its core even while the voice is idle, and on a core
+        another process keeps busy it slows every synthesis (docs/benchmarks.md).
         """
         options = onnxruntime.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1

@@ -6,12 +6,11 @@ import asyncio
 import logging
 import time
 
-from services.tts.engine import PiperSynthesizer, Synthesizer
+from services.tts.engine import PiperSynthesizer, Synthesizer, synthesis_threads
 from services.tts.settings import TtsSettings
 from services.tts.speakable import speakable
 from shared import keys
 from shared.bus import WORK_QUEUE_RETENTION_S, Bus, WorkQueue
-from shared.cpu import inference_threads
 from shared.metrics import TTS_FIRST_BYTE_SECONDS
 from shared.schema import AudioChunk, Message, PhraseAudioDone, ReplyPhrase
 from shared.worker import serve_fenced_queue, tell_session
@@ -33,7 +32,7 @@ class TtsService:
     async def load(self) -> None:
         """Load the voice (off the event loop) unless a synthesizer was given."""
         if self.synthesizer is None:
-            threads = inference_threads(self.settings.threads, self.settings.cpu_share)
+            threads = synthesis_threads(self.settings.threads)
             self.synthesizer = await asyncio.to_thread(PiperSynthesizer.load, self.settings.chunk_ms, threads)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -15,4 +15,6 @@ class TtsSettings(ServiceSettings):
     """Largest audio chunk put on the bus: small enough to start playback early."""
     concurrency: int = 1
     threads: int | None = None
-    """onnxruntime threads for the voice; default: this process's share of the CPUs (shared.cpu)."""
+    """onnxruntime threads for the voice; default: every CPU this process may use (shared.cpu). Its threads
+    do not spin, so they hold a core only while they synthesize: on two cores the first phrase comes ~1.6x
+    sooner than on one thread, and no later with a core kept busy by another process (docs/benchmarks.md)."""

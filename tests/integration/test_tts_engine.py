@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from piper import AudioChunk
 
-from services.tts.engine import PiperSynthesizer, Synthesizer
+from services.tts.engine import PiperSynthesizer, Synthesizer, synthesis_threads
 from shared.audio import SAMPLE_WIDTH, pcm_duration_ms, read_wav
+from shared.cpu import available_cpus
 from tests.speech import speech_wav, synthesize_speech
 
 pytestmark = pytest.mark.integration
@@ -139,3 +140,11 @@ def test_speech_wav_has_lead_silence(tmp_path: Path) -> None:
     assert rate == 22050
     assert pcm[:lead] == b"\0" * lead
     assert _rms(pcm[lead:]) > 500
+
+
+def test_the_voice_threads_never_spin(synth: PiperSynthesizer) -> None:
+    # A spinning onnxruntime thread holds its core while idle; with threads from every CPU (the default,
+    # `synthesis_threads`) that would take a core from the LLM and the ASR between phrases.
+    options = synth.voice.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert synthesis_threads(None) == available_cpus() and synthesis_threads(1) == 1
