@@ -17,7 +17,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import keys
-from shared.metrics import BUS_DELIVERY_SECONDS, MESSAGES_DROPPED
+from shared.metrics import BUS_DELIVERY_SECONDS, ENTRIES_TAKEN_OVER, MESSAGES_DROPPED
 from shared.schema import DecodeError, Message, decode, encode
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,10 @@ SESSION_TTL_SECONDS = 3_600
 WORK_QUEUE_RETENTION_S = 300.0
 DEAD_LETTER_MAXLEN = 1_000
 DEAD_LETTER_RETENTION_S = 24 * 3_600
+DEFAULT_CLAIM_IDLE_MS = 3_000
+"""An entry idle this long is taken to be its dead consumer's and is taken over. Leases are renewed every
+third of it, so a live replica's work is never this idle unless its event loop stalls for two thirds
+of it; a dead replica's work is taken over 2-5 s after the crash (docs/reliability.md, measured)."""
 
 
 def _retry() -> Retry:
@@ -213,7 +217,7 @@ class WorkQueue:
         *,
         label: str,
         block_ms: int = 1000,
-        claim_idle_ms: int = 15_000,
+        claim_idle_ms: int = DEFAULT_CLAIM_IDLE_MS,
         max_deliveries: int = 5,
         retention_s: float | None = None,
     ) -> None:
@@ -295,6 +299,7 @@ class WorkQueue:
                 fresh.append(delivery)
         await self._dead_letter(bad)
         if fresh:
+            ENTRIES_TAKEN_OVER.labels(queue=self.label).inc(len(fresh))
             log.info("claimed stale entries", extra={"stream": self.stream, "count": len(fresh)})
         return fresh
 

@@ -45,6 +45,12 @@ def asr_checkpoint(session_id: str) -> str:
     return f"{PREFIX}:asr:ckpt:{{{session_id}}}"
 
 
+def reply_said(session_id: str, turn_id: int) -> str:
+    """The phrases of a turn's reply already sent out (a list), so a replica that takes the reply over goes
+    on after them instead of saying it anew."""
+    return f"{PREFIX}:llm:said:{{{session_id}}}:{turn_id}"
+
+
 def usage(session_id: str) -> str:
     """The session's usage totals (a hash: tokens, tool calls, audio seconds), written by the gateway."""
     return f"{PREFIX}:usage:{{{session_id}}}"

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
+from services.llm.continuation import SAID_TTL_S, said_so_far
 from services.llm.economy import (
     PhraseStats,
     ReplyPlan,
@@ -61,6 +62,8 @@ class _Reply:
     usage: Usage = field(default_factory=Usage)
     stats: PhraseStats = field(default_factory=lambda: PhraseStats(time.monotonic))
     spoken: list[str] = field(default_factory=list)
+    said: list[str] = field(default_factory=list)
+    """Phrases sent before this replica took the reply over."""
 
 
 class LlmService:
@@ -114,16 +117,22 @@ class LlmService:
         )
         # The history is written by the gateway, which alone knows how much of this reply the user heard.
         reply = _Reply(message, plan, prompt)
+        # A reply another replica (or an earlier try) began: go on after the phrases it sent.
+        reply.said = await said_so_far(self.bus.redis, message.session_id, message.turn_id)
+        reply.spoken.extend(reply.said)
         try:
             try:
                 await self._stream_phrases(reply)
             except GenerationError as exc:
                 HANDLER_ERRORS.labels(queue="llm_requests").inc()
                 log.warning("generation failed", extra={"session_id": message.session_id, "error": str(exc)})
-                await self._send_out(
-                    message, ServiceError(**_ids(message), seq=0, code="turn_failed", message=str(exc))
-                )
-                return
+                if not reply.said:
+                    await self._send_out(
+                        message, ServiceError(**_ids(message), seq=0, code="turn_failed", message=str(exc))
+                    )
+                    return
+                # The user has part of the answer already (a model may refuse a prefilled answer):
+                # ending it where it stopped keeps what they hear whole, rather than failing the turn.
             await self._send_out(message, ReplyDone(**_ids(message), seq=0, phrase_count=len(reply.spoken)))
             LLM_PHRASES_PER_REPLY.labels(economy=str(plan.economy).lower()).observe(len(reply.spoken))
         finally:
@@ -135,7 +144,7 @@ class LlmService:
         assert self.generator is not None
         started = time.monotonic()
         stats, spoken = reply.stats, reply.spoken
-        phrases = reply_phrases(self.generator, reply.prompt, reply.plan, reply.usage, stats)
+        phrases = reply_phrases(self.generator, reply.prompt, reply.plan, reply.usage, stats, reply.said)
         async with aclosing(phrases):
             async for phrase in phrases:
                 sending = time.monotonic()
@@ -175,10 +184,15 @@ class LlmService:
         phrase = ReplyPhrase(
             **_ids(request), seq=seq, text=text, output_sample_rate=request.output_sample_rate
         )
+        said = keys.reply_said(request.session_id, request.turn_id)
+        # One write: a replica killed now has sent the phrase to TTS, to the client and to the record a
+        # replica taking over reads, or to none of them.
         async with self.bus.redis.pipeline(transaction=False) as pipe:
             pipe.xadd(keys.TTS_REQUESTS, encode(phrase), maxlen=10_000, approximate=True)  # type: ignore[arg-type]
             pipe.xadd(keys.session_out(request.session_id), encode(phrase), maxlen=5_000, approximate=True)  # type: ignore[arg-type]
-            _, out_id = await cancel_safe(pipe.execute())
+            pipe.rpush(said, text)
+            pipe.expire(said, SAID_TTL_S)
+            _, out_id, _, _ = await cancel_safe(pipe.execute())
         if seq == 0:
             LLM_FIRST_PHRASE_SECONDS.observe(time.monotonic() - started)
             await self._yield_to_first_audio(request, out_id)

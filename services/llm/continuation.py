@@ -1,0 +1,67 @@
+"""Taking a reply over part-way (its replica died, or its handler failed and is run again): what was
+already said is read back, the model is asked to go on from there, and a model that starts its answer
+over anyway does not get to say it twice."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from services.llm.engine import ChatMessage
+from shared import keys
+from shared.bus import WORK_QUEUE_RETENTION_S
+
+SAID_TTL_S = int(WORK_QUEUE_RETENTION_S)
+"""How long a reply's sent phrases are kept: as long as its request may wait in the queue."""
+_WORD = re.compile(r"\S+")
+
+
+async def said_so_far(redis: Redis, session_id: str, turn_id: int) -> list[str]:
+    """The phrases of the turn's reply that went out before, in order (none for a fresh reply)."""
+    raw: Any = await redis.lrange(keys.reply_said(session_id, turn_id), 0, -1)
+    return [bytes(item).decode() for item in raw]
+
+
+def continuation_prompt(prompt: Sequence[ChatMessage], said: Sequence[str]) -> list[ChatMessage]:
+    """The prompt with what was said as the start of the assistant's answer (prefill), for the model to
+    continue; unchanged when nothing was said."""
+    if not said:
+        return list(prompt)
+    return [*prompt, ChatMessage("assistant", " ".join(said))]
+
+
+async def without_restatement(deltas: AsyncIterator[str], said: Sequence[str]) -> AsyncIterator[str]:
+    """`deltas` minus a leading restatement of `said`, word for word (whitespace aside): engines without
+    prefill (most OpenAI-compatible servers, the bundled model's chat template) answer anew, and a model
+    that does so with the same words would otherwise say them twice. Text that departs from `said`
+    before its end is kept whole: it is new words."""
+    said_words = " ".join(said).split()
+    held = ""
+    async for delta in deltas:
+        if not said_words:
+            yield delta
+            continue
+        held += delta
+        words = _WORD.findall(held)
+        # A word is complete once whitespace follows it; the last one may still grow.
+        complete = words if held[-1:].isspace() else words[:-1]
+        if complete[: len(said_words)] != said_words[: len(complete)]:
+            yield held  # departed from what was said: new words
+            said_words, held = [], ""
+        elif len(complete) >= len(said_words):
+            yield held[_end_of_word(held, len(said_words)) :]  # said again in full: drop it
+            said_words, held = [], ""
+    words = _WORD.findall(held)
+    if words and words != said_words[: len(words)]:
+        yield held  # the stream ended on new words (a restatement cut short is dropped)
+
+
+def _end_of_word(text: str, count: int) -> int:
+    """Index just past the `count`-th word of `text`."""
+    end = 0
+    for _, match in zip(range(count), _WORD.finditer(text), strict=False):
+        end = match.end()
+    return end
