@@ -156,12 +156,19 @@ class Bus:
         )
         return bytes(entry_id)
 
-    async def send_to_session(self, stream: str, message: Message) -> bytes:
-        """Append to a per-session stream and keep it expiring, so abandoned sessions clean themselves up."""
+    async def send_to_session(
+        self, stream: str, message: Message, *, state: dict[str, bytes | str] | None = None
+    ) -> bytes:
+        """Append to a per-session stream and keep it expiring, so abandoned sessions clean themselves up.
+
+        `state`: keys of the same session to set in the same write (the sender's progress, such as an ASR
+        checkpoint), so a sender killed now has done both or neither."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xadd(stream, encode(message), maxlen=SESSION_STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
             pipe.expire(stream, SESSION_TTL_SECONDS)
-            entry_id, _ = await cancel_safe(pipe.execute())
+            for key, value in (state or {}).items():
+                pipe.set(key, value, ex=SESSION_TTL_SECONDS)
+            entry_id, *_ = await cancel_safe(pipe.execute())
         return entry_id  # type: ignore[no-any-return]
 
     async def close(self) -> None:

@@ -4,6 +4,7 @@ over anyway does not get to say it twice."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -13,15 +14,23 @@ from redis.asyncio import Redis
 from services.llm.engine import ChatMessage
 from shared import keys
 from shared.bus import WORK_QUEUE_RETENTION_S
+from shared.schema import ReplyRequested
 
 SAID_TTL_S = int(WORK_QUEUE_RETENTION_S)
 """How long a reply's sent phrases are kept: as long as its request may wait in the queue."""
 _WORD = re.compile(r"\S+")
 
 
-async def said_so_far(redis: Redis, session_id: str, turn_id: int) -> list[str]:
-    """The phrases of the turn's reply that went out before, in order (none for a fresh reply)."""
-    raw: Any = await redis.lrange(keys.reply_said(session_id, turn_id), 0, -1)
+def said_key(request: ReplyRequested) -> str:
+    """Where the phrases sent for `request` are kept: the same entry delivered again (to another replica,
+    a retry, a requeue) finds them; any other request, even of the same turn, does not."""
+    digest = hashlib.blake2b(request.model_dump_json().encode(), digest_size=8).hexdigest()
+    return keys.reply_said(request.session_id, request.turn_id, digest)
+
+
+async def said_so_far(redis: Redis, request: ReplyRequested) -> list[str]:
+    """The phrases of the request's reply that went out before, in order (none for a fresh reply)."""
+    raw: Any = await redis.lrange(said_key(request), 0, -1)
     return [bytes(item).decode() for item in raw]
 
 

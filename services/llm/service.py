@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from services.llm.continuation import SAID_TTL_S, said_so_far
+from services.llm.continuation import SAID_TTL_S, said_key, said_so_far
 from services.llm.economy import (
     PhraseStats,
     ReplyPlan,
@@ -118,7 +118,7 @@ class LlmService:
         # The history is written by the gateway, which alone knows how much of this reply the user heard.
         reply = _Reply(message, plan, prompt)
         # A reply another replica (or an earlier try) began: go on after the phrases it sent.
-        reply.said = await said_so_far(self.bus.redis, message.session_id, message.turn_id)
+        reply.said = await said_so_far(self.bus.redis, message)
         reply.spoken.extend(reply.said)
         try:
             try:
@@ -184,7 +184,7 @@ class LlmService:
         phrase = ReplyPhrase(
             **_ids(request), seq=seq, text=text, output_sample_rate=request.output_sample_rate
         )
-        said = keys.reply_said(request.session_id, request.turn_id)
+        said = said_key(request)
         # One write: a replica killed now has sent the phrase to TTS, to the client and to the record a
         # replica taking over reads, or to none of them.
         async with self.bus.redis.pipeline(transaction=False) as pipe:
