@@ -105,7 +105,8 @@ async def _run(stack: LoadStack, questions: list[bytes]) -> dict[str, Any]:
 
 def test_concurrent_sessions_lose_and_reorder_nothing(tmp_path: Path) -> None:
     questions = [question.pcm for question in synthesize()]
-    with LoadStack("fake", {"asr": ASR_REPLICAS}, max_sessions=SESSIONS) as stack:
+    log_level = os.environ.get("VOXMESH_LOAD_LOG_LEVEL", "warning")
+    with LoadStack("fake", {"asr": ASR_REPLICAS}, max_sessions=SESSIONS, log_level=log_level) as stack:
         report = asyncio.run(_run(stack, questions))
     (tmp_path / "load.json").write_text(json.dumps(report, indent=2))
     if path := os.environ.get("VOXMESH_LOAD_REPORT"):
