@@ -28,6 +28,7 @@ from shared.metrics import (
     ASR_PARTIALS_PER_UTTERANCE,
     ASR_SPECULATIVE_FINALS,
     ASR_TURN_VERDICTS,
+    MESSAGES_DROPPED,
 )
 from shared.schema import (
     AudioFrame,
@@ -110,12 +111,15 @@ class SessionTranscriber:
         self._last_read: bytes | None = None
         self._checkpointed: bytes | None = None
         self._announced = -1  # the previous owner's newest utterance, until this owner's first one
+        self._next_frame: int | None = 0  # the seq the next audio frame should have (None: not known yet)
 
     async def run(self) -> None:
         """Transcribe until SessionClosed; resumes from the checkpoint of a previous owner."""
         start = await self.bus.redis.get(keys.asr_checkpoint(self.session_id)) or b"0-0"
         announced = await self.bus.redis.get(keys.asr_utterance(self.session_id))
         self._announced = int(announced) if announced is not None else -1
+        if start != b"0-0":
+            self._next_frame = None  # resuming: the next frame's seq is wherever the checkpoint was
         tail = StreamTail(self.bus, keys.audio_in(self.session_id), label="audio_in", last_id=start)
         try:
             async with asyncio.TaskGroup() as group:
@@ -141,6 +145,7 @@ class SessionTranscriber:
                 )
                 return
             audio = [(d.entry_id, d.message) for d in deliveries if isinstance(d.message, AudioFrame)]
+            self._count_gaps([frame for _, frame in audio])
             if audio:
                 # Silero takes ~0.07 ms a window; still, model calls stay off the event loop.
                 for entry_id, seq, event in await asyncio.to_thread(self._feed, audio):
@@ -151,6 +156,15 @@ class SessionTranscriber:
             if deliveries:
                 self._last_read = deliveries[-1].entry_id
             await self._maybe_checkpoint()
+
+    def _count_gaps(self, frames: list[AudioFrame]) -> None:
+        """Frames missing between those read: trimmed from the stream before this owner read them (it fell
+        more than SESSION_STREAM_MAXLEN frames behind)."""
+        for frame in frames:
+            if self._next_frame is not None and frame.seq > self._next_frame:
+                MESSAGES_DROPPED.labels(reason="audio_gap").inc(frame.seq - self._next_frame)
+                log.warning("audio frames lost", extra={"session_id": self.session_id})
+            self._next_frame = frame.seq + 1
 
     def _feed(self, frames: list[tuple[bytes, AudioFrame]]) -> list[tuple[bytes, int, EndpointerEvent]]:
         """Worker thread: run the endpointer frame by frame, noting the frame each event came from."""
