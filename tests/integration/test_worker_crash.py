@@ -26,6 +26,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from clients.bench.fakes import FakeSettings, fake_speech
+from services.llm.economy import PhraseStats, ReplyPlan, ends_sentence, reply_phrases
+from services.llm.engine import ChatMessage, GenerationOptions, Usage
+from services.llm.factory import bundled_model_path
+from services.llm.llama import LlamaCppGenerator
 from services.tts.speakable import speakable
 from shared import keys
 from shared.bus import Bus
@@ -280,3 +284,26 @@ async def test_an_asr_replica_killed_mid_utterance(bus: Bus, redis_url: str, tmp
     assert " ".join(phrases).split() == ANSWER.split()
     client.assert_audio_says(turn, phrases)
     assert took_s < TAKEOVER_BOUND_S, f"the reply ended {took_s:.1f} s after the ASR replica was killed"
+
+
+async def test_the_bundled_model_goes_on_after_the_phrases_already_sent() -> None:
+    """A replica taking a reply over, with the bundled model. Given the sentence sent as a finished assistant
+    turn (the chat API), SmolLM2 said it again word for word and stopped: the reply ended there."""
+    generator = await asyncio.to_thread(
+        LlamaCppGenerator, bundled_model_path(), n_threads=1, max_tokens=60, temperature=0.0
+    )
+    prompt = [
+        ChatMessage("system", "You are a helpful voice assistant. Answer in short spoken sentences."),
+        ChatMessage("user", "Tell me about Paris."),
+    ]
+    plan = ReplyPlan("", GenerationOptions(), max_sentences=None, economy=False)
+    try:
+        stats = PhraseStats(time.monotonic)
+        whole = [p async for p in reply_phrases(generator, prompt, plan, Usage(), stats)]
+        said = whole[: 1 + next(i for i, phrase in enumerate(whole) if ends_sentence(phrase))]  # a sentence
+        rest = [p async for p in reply_phrases(generator, prompt, plan, Usage(), stats, said)]
+    finally:
+        await generator.aclose()
+    assert len(whole) > len(said) and rest, f"the reply went on after {said}: {rest}"
+    said_words = " ".join(said).split()
+    assert " ".join(rest).split()[: len(said_words)] != said_words, "it did not start over"
