@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -28,10 +29,25 @@ def said_key(request: ReplyRequested) -> str:
     return keys.reply_said(request.session_id, request.turn_id, digest)
 
 
-async def said_so_far(redis: Redis, request: ReplyRequested) -> list[str]:
+REPLY_ENDED = "\x00"
+"""Recorded after a reply's last phrase, with its ReplyDone: a replica handed the request again (the one
+that finished it died before acking it) has nothing to add."""
+
+
+@dataclass(frozen=True, slots=True)
+class Said:
+    """What went out of a reply before: its phrases, and whether it ended."""
+
+    phrases: list[str]
+    ended: bool
+
+
+async def said_so_far(redis: Redis, request: ReplyRequested) -> Said:
     """The phrases of the request's reply that went out before, in order (none for a fresh reply)."""
     raw: Any = await redis.lrange(said_key(request), 0, -1)
-    return [bytes(item).decode() for item in raw]
+    items = [bytes(item).decode() for item in raw]
+    ended = REPLY_ENDED in items
+    return Said([item for item in items if item != REPLY_ENDED], ended)
 
 
 def continuation_prompt(prompt: Sequence[ChatMessage], said: Sequence[str]) -> list[ChatMessage]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from services.llm.continuation import SAID_TTL_S, said_key, said_so_far
+from services.llm.continuation import REPLY_ENDED, SAID_TTL_S, said_key, said_so_far
 from services.llm.economy import (
     PhraseStats,
     ReplyPlan,
@@ -118,7 +118,10 @@ class LlmService:
         # The history is written by the gateway, which alone knows how much of this reply the user heard.
         reply = _Reply(message, plan, prompt)
         # A reply another replica (or an earlier try) began: go on after the phrases it sent.
-        reply.said = await said_so_far(self.bus.redis, message)
+        said = await said_so_far(self.bus.redis, message)
+        if said.ended:
+            return  # its replica finished it, then died before acking it
+        reply.said = said.phrases
         reply.spoken.extend(reply.said)
         try:
             try:
@@ -133,7 +136,7 @@ class LlmService:
                     return
                 # The user has part of the answer already (a model may refuse a prefilled answer):
                 # ending it where it stopped keeps what they hear whole, rather than failing the turn.
-            await self._send_out(message, ReplyDone(**_ids(message), seq=0, phrase_count=len(reply.spoken)))
+            await self._finish(reply)
             LLM_PHRASES_PER_REPLY.labels(economy=str(plan.economy).lower()).observe(len(reply.spoken))
         finally:
             # Also for a failed or cancelled reply: what was generated was paid for. Shielded, so a cancel
@@ -154,6 +157,16 @@ class LlmService:
                 if not spoken:
                     stats.paused_s = time.monotonic() - sending  # it waited for the phrase's first audio
                 spoken.append(phrase)
+
+    async def _finish(self, reply: _Reply) -> None:
+        """Send ReplyDone, and record that the reply ended in the same write."""
+        request, said = reply.request, said_key(reply.request)
+        done = ReplyDone(**_ids(request), seq=0, phrase_count=len(reply.spoken))
+        async with self.bus.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(keys.session_out(request.session_id), encode(done), maxlen=5_000, approximate=True)  # type: ignore[arg-type]
+            pipe.rpush(said, REPLY_ENDED)
+            pipe.expire(said, SAID_TTL_S)
+            await cancel_safe(pipe.execute())
 
     async def _report_usage(self, reply: _Reply) -> None:
         """Send the reply's usage to its session and count it by engine and model (estimated from the text

@@ -32,9 +32,10 @@ from services.llm.factory import bundled_model_path
 from services.llm.llama import LlamaCppGenerator
 from services.tts.speakable import speakable
 from shared import keys
-from shared.bus import Bus
-from shared.schema import ReplyPhrase, decode
+from shared.bus import Bus, StreamTail
+from shared.schema import Message, ReplyDone, ReplyPhrase, ReplyRequested, decode
 from tests.fake_gemini import FakeGeminiServer
+from tests.integration.test_llm_service import _run_service as run_llm_service
 from tests.mesh_support import ServiceProcess, fake_asr, service_process
 from tests.ports import free_port_run
 from tests.speech import silence, synthesize_speech
@@ -307,3 +308,29 @@ async def test_the_bundled_model_goes_on_after_the_phrases_already_sent() -> Non
     assert len(whole) > len(said) and rest, f"the reply went on after {said}: {rest}"
     said_words = " ".join(said).split()
     assert " ".join(rest).split()[: len(said_words)] != said_words, "it did not start over"
+
+
+async def test_a_reply_handed_out_again_after_it_ended_adds_nothing(bus: Bus) -> None:
+    """Its replica finished the reply and died before acking it: the replica handed it next must not go on
+    after a finished answer (the phrases would come after the client's `audio.end`)."""
+    request = ReplyRequested(
+        session_id="again", turn_id=0, seq=0, text="Tell me about Paris.", speech_ended_at=0
+    )
+    out = StreamTail(bus, keys.session_out("again"), label="test", block_ms=200)
+    seen: list[Message] = []
+    with SamplingGemini(reply=ANSWER) as gemini:
+        stop = asyncio.Event()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(run_llm_service(bus, gemini, stop))
+            await bus.send(keys.LLM_REQUESTS, request)
+            async with asyncio.timeout(20):
+                while not any(isinstance(m, ReplyDone) for m in seen):
+                    seen += [d.message for d in await out.read()]
+            await bus.send(keys.LLM_REQUESTS, request)  # the same entry, delivered again
+            await asyncio.sleep(2.0)
+            seen += [d.message for d in await out.read()]
+            stop.set()
+    await out.close()
+    assert len(gemini.requests) == 1, "the model was asked again"
+    assert sum(isinstance(m, ReplyDone) for m in seen) == 1
+    assert [m.seq for m in seen if isinstance(m, ReplyPhrase)] == list(range(len(ANSWER.split(". "))))
