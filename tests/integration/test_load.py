@@ -50,7 +50,12 @@ async def _client(spec: dict[str, Any]) -> list[dict[str, Any]]:
         sys.executable, "-m", "clients.bench.loadcheck",
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, _ = await process.communicate(json.dumps(spec).encode())
+    try:
+        out, _ = await process.communicate(json.dumps(spec).encode())
+    finally:
+        if process.returncode is None:  # cancelled: the clients go with the test
+            process.kill()
+            await process.wait()
     assert process.returncode == 0, f"load client exited with {process.returncode}"
     result: list[dict[str, Any]] = json.loads(out)
     return result
@@ -92,6 +97,9 @@ async def _run(stack: LoadStack, questions: list[bytes]) -> dict[str, Any]:
             await asyncio.sleep(0.2)
         drain_s = time.monotonic() - drained_at
     finally:
+        if not clients.done():  # sampling failed: stop the clients before the stack goes
+            clients.cancel()
+            await asyncio.gather(clients, return_exceptions=True)
         await redis.aclose()
     stack.check_alive()
     return {

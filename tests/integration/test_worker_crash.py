@@ -17,7 +17,7 @@ import json
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,11 +170,11 @@ def _gemini_env(gemini: FakeGeminiServer) -> dict[str, str]:
     }  # fmt: skip
 
 
-@asynccontextmanager
 async def _replicas(
     stack: AsyncExitStack, service: str, count: int, redis_url: str, log_dir: Path, **env: str
-) -> AsyncIterator[dict[str, ServiceProcess]]:
-    """`count` replicas of a service, named `<service>-a`, `-b`… as their work-queue consumers."""
+) -> dict[str, ServiceProcess]:
+    """`count` replicas of a service, named `<service>-a`, `-b`… as their work-queue consumers, stopped
+    with `stack`."""
     started: dict[str, ServiceProcess] = {}
     module = "clients.bench.fakes" if service == "tts" else ""
     for letter in "ab"[:count]:
@@ -183,7 +183,7 @@ async def _replicas(
         started[name] = await stack.enter_async_context(
             service_process(service, redis_url, log_dir, module=module, **env, **consumer)
         )
-    yield started
+    return started
 
 
 async def _gateway(stack: AsyncExitStack, redis_url: str, log_dir: Path) -> ClientConnection:
@@ -196,10 +196,8 @@ async def _gateway(stack: AsyncExitStack, redis_url: str, log_dir: Path) -> Clie
 async def test_an_llm_replica_killed_mid_reply(bus: Bus, redis_url: str, tmp_path: Path) -> None:
     with SamplingGemini(reply=ANSWER, words_per_chunk=2, delay_s=0.15) as gemini:
         async with AsyncExitStack() as stack:
-            llms = await stack.enter_async_context(
-                _replicas(stack, "llm", 2, redis_url, tmp_path, **_gemini_env(gemini))
-            )
-            await stack.enter_async_context(_replicas(stack, "tts", 1, redis_url, tmp_path))
+            llms = await _replicas(stack, "llm", 2, redis_url, tmp_path, **_gemini_env(gemini))
+            await _replicas(stack, "tts", 1, redis_url, tmp_path)
             asr = await stack.enter_async_context(fake_asr(bus))
             client = Client(await _gateway(stack, redis_url, tmp_path))
             await client.read_until(lambda: bool(client.session_id), within=5)
@@ -224,11 +222,9 @@ async def test_a_tts_replica_killed_mid_phrase(bus: Bus, redis_url: str, tmp_pat
     with SamplingGemini(reply=ANSWER, words_per_chunk=4, delay_s=0.02) as gemini:
         llm_env = _gemini_env(gemini)
         async with AsyncExitStack() as stack:
-            await stack.enter_async_context(_replicas(stack, "llm", 1, redis_url, tmp_path, **llm_env))
+            await _replicas(stack, "llm", 1, redis_url, tmp_path, **llm_env)
             # Phrases take as long to make as to say, so the kill lands in the middle of one.
-            ttss = await stack.enter_async_context(
-                _replicas(stack, "tts", 2, redis_url, tmp_path, VOXMESH_FAKE_TTS_SPEED="1")
-            )
+            ttss = await _replicas(stack, "tts", 2, redis_url, tmp_path, VOXMESH_FAKE_TTS_SPEED="1")
             asr = await stack.enter_async_context(fake_asr(bus))
             client = Client(await _gateway(stack, redis_url, tmp_path))
             await client.read_until(lambda: bool(client.session_id), within=5)
@@ -261,9 +257,9 @@ async def test_an_asr_replica_killed_mid_utterance(bus: Bus, redis_url: str, tmp
     with SamplingGemini(reply=ANSWER, words_per_chunk=4, delay_s=0.02) as gemini:
         llm_env = _gemini_env(gemini)
         async with AsyncExitStack() as stack:
-            asrs = await stack.enter_async_context(_replicas(stack, "asr", 2, redis_url, tmp_path, **asr_env))
-            await stack.enter_async_context(_replicas(stack, "llm", 1, redis_url, tmp_path, **llm_env))
-            await stack.enter_async_context(_replicas(stack, "tts", 1, redis_url, tmp_path))
+            asrs = await _replicas(stack, "asr", 2, redis_url, tmp_path, **asr_env)
+            await _replicas(stack, "llm", 1, redis_url, tmp_path, **llm_env)
+            await _replicas(stack, "tts", 1, redis_url, tmp_path)
             ws = await _gateway(stack, redis_url, tmp_path)
             client = Client(ws)
             await client.read_until(lambda: bool(client.session_id), within=5)
