@@ -17,7 +17,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import keys
-from shared.metrics import BUS_DELIVERY_SECONDS, MESSAGES_DROPPED
+from shared.metrics import BUS_DELIVERY_SECONDS, ENTRIES_TAKEN_OVER, MESSAGES_DROPPED
 from shared.schema import DecodeError, Message, decode, encode
 
 log = logging.getLogger(__name__)
@@ -28,11 +28,17 @@ T = TypeVar("T")
 WORK_QUEUE_MAXLEN = 10_000
 SESSION_STREAM_MAXLEN = 5_000
 SESSION_TTL_SECONDS = 3_600
+SESSION_TTL_REFRESH_S = 60.0
+"""A sender renews a per-session stream's expiry at most this often: not on each of its 50 frames a second."""
 # Reply requests and phrases hold transcripts and replies: trimmed once this old, handled or not (an answer
 # that late is of no use in realtime, and the text should not linger).
 WORK_QUEUE_RETENTION_S = 300.0
 DEAD_LETTER_MAXLEN = 1_000
 DEAD_LETTER_RETENTION_S = 24 * 3_600
+DEFAULT_CLAIM_IDLE_MS = 3_000
+"""An entry idle this long is taken to be its dead consumer's and is taken over. Leases are renewed every
+third of it, so a live replica's work is never this idle unless its event loop stalls for two thirds
+of it; a dead replica's work is taken over 2-5 s after the crash (docs/reliability.md, measured)."""
 
 
 def _retry() -> Retry:
@@ -136,6 +142,7 @@ class Bus:
     def __init__(self, url: str) -> None:
         self.url = url
         self.redis: Redis = connect(url)
+        self._expiry_renewed: dict[str, float] = {}  # per-session stream → when this bus last renewed it
 
     def blocking_client(self) -> Redis:
         """A client of its own for blocking reads: no socket timeout, never shared, safe to abandon."""
@@ -152,13 +159,41 @@ class Bus:
         )
         return bytes(entry_id)
 
-    async def send_to_session(self, stream: str, message: Message) -> bytes:
-        """Append to a per-session stream and keep it expiring, so abandoned sessions clean themselves up."""
+    async def send_to_session(
+        self, stream: str, message: Message, *, state: dict[str, bytes | str] | None = None
+    ) -> bytes:
+        """Append to a per-session stream and keep it expiring, so abandoned sessions clean themselves up.
+
+        `state`: keys of the same session to set in the same write (the sender's progress, such as an ASR
+        checkpoint), so a sender killed now has done both or neither. The stream's expiry is renewed
+        at most every SESSION_TTL_REFRESH_S by this bus (it expires an hour after its last write, give or
+        take that)."""
+        renew = self._renew_expiry(stream)
+        if not renew and not state:
+            entry_id: Any = await cancel_safe(
+                self.redis.xadd(stream, encode(message), maxlen=SESSION_STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            )
+            return bytes(entry_id)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xadd(stream, encode(message), maxlen=SESSION_STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
-            pipe.expire(stream, SESSION_TTL_SECONDS)
-            entry_id, _ = await cancel_safe(pipe.execute())
-        return entry_id  # type: ignore[no-any-return]
+            if renew:
+                pipe.expire(stream, SESSION_TTL_SECONDS)
+            for key, value in (state or {}).items():
+                pipe.set(key, value, ex=SESSION_TTL_SECONDS)
+            entry_id, *_ = await cancel_safe(pipe.execute())
+        return bytes(entry_id)
+
+    def _renew_expiry(self, stream: str) -> bool:
+        """Whether the stream's expiry is due for renewal (and note that it is being renewed now)."""
+        now = time.monotonic()
+        if now - self._expiry_renewed.get(stream, -SESSION_TTL_REFRESH_S) < SESSION_TTL_REFRESH_S:
+            return False
+        if len(self._expiry_renewed) > 10_000:  # forget streams not written to for a while
+            self._expiry_renewed = {
+                k: t for k, t in self._expiry_renewed.items() if now - t < SESSION_TTL_REFRESH_S
+            }
+        self._expiry_renewed[stream] = now
+        return True
 
     async def close(self) -> None:
         """Release the pool."""
@@ -213,7 +248,7 @@ class WorkQueue:
         *,
         label: str,
         block_ms: int = 1000,
-        claim_idle_ms: int = 15_000,
+        claim_idle_ms: int = DEFAULT_CLAIM_IDLE_MS,
         max_deliveries: int = 5,
         retention_s: float | None = None,
     ) -> None:
@@ -295,6 +330,7 @@ class WorkQueue:
                 fresh.append(delivery)
         await self._dead_letter(bad)
         if fresh:
+            ENTRIES_TAKEN_OVER.labels(queue=self.label).inc(len(fresh))
             log.info("claimed stale entries", extra={"stream": self.stream, "count": len(fresh)})
         return fresh
 

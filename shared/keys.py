@@ -45,6 +45,18 @@ def asr_checkpoint(session_id: str) -> str:
     return f"{PREFIX}:asr:ckpt:{{{session_id}}}"
 
 
+def asr_utterance(session_id: str) -> str:
+    """The newest utterance the ASR owner announced (its id): a new owner re-detecting the same speech from
+    the checkpoint, a frame earlier or later, goes on under that id rather than one the gateway never saw."""
+    return f"{PREFIX}:asr:utt:{{{session_id}}}"
+
+
+def reply_said(session_id: str, turn_id: int, request: str) -> str:
+    """The phrases of a reply already sent out (a list), so a replica that takes the reply over goes on
+    after them instead of saying it anew; `request` names the reply request (a digest of it)."""
+    return f"{PREFIX}:llm:said:{{{session_id}}}:{turn_id}:{request}"
+
+
 def usage(session_id: str) -> str:
     """The session's usage totals (a hash: tokens, tool calls, audio seconds), written by the gateway."""
     return f"{PREFIX}:usage:{{{session_id}}}"
@@ -69,6 +81,7 @@ def session_keys(session_id: str) -> list[str]:
         turn_counter(session_id),
         history(session_id),
         asr_checkpoint(session_id),
+        asr_utterance(session_id),
         usage(session_id),
         usage_turns(session_id),
         session_record(session_id),

@@ -23,6 +23,11 @@ CANCEL_STOP_SECONDS = Histogram(
     ["queue"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
 )
+ENTRIES_TAKEN_OVER = Counter(
+    "voxmesh_entries_taken_over_total",
+    "Work-queue entries taken over from a consumer presumed dead (idle past CLAIM_IDLE_MS), by work queue.",
+    ["queue"],
+)
 HANDLER_ERRORS = Counter(
     "voxmesh_handler_errors_total", "Work items whose handler failed, by work queue.", ["queue"]
 )

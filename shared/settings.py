@@ -6,6 +6,8 @@ import socket
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.bus import DEFAULT_CLAIM_IDLE_MS
+
 
 def _default_consumer() -> str:
     # Pod names change on restart; pid keeps two local replicas apart.
@@ -25,7 +27,7 @@ class ServiceSettings(BaseSettings):
     http_port: int = 8000
     log_level: str = "info"
     consumer_name: str = Field(default_factory=_default_consumer)
-    claim_idle_ms: int = Field(default=15_000, ge=1000)
+    claim_idle_ms: int = Field(default=DEFAULT_CLAIM_IDLE_MS, ge=1000)
     """An entry idle this long is taken to be abandoned by a dead replica and is taken over."""
     shutdown_grace_s: float = 10.0
     cpu_share: int = Field(default=1, ge=1, validation_alias=AliasChoices("VOXMESH_CPU_SHARE"))

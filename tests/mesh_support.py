@@ -62,17 +62,19 @@ async def wait_ready(
 
 @asynccontextmanager
 async def service_process(
-    name: str, redis_url: str, log_dir: Path, **env: str
+    name: str, redis_url: str, log_dir: Path, *, module: str = "", **env: str
 ) -> AsyncIterator[ServiceProcess]:
-    """`python -m services.<name>` on `redis_url` with `env` (VOXMESH_* from the developer's shell left
-    out); SIGTERM on the way out."""
+    """`python -m services.<name>` (or `python -m <module> <name>`, e.g. the fake engines of
+    clients.bench.fakes) on `redis_url` with `env` (VOXMESH_* from the developer's shell left out);
+    SIGTERM on the way out."""
     port = int(env.pop("port", 0)) or free_port_run()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VOXMESH_") and k not in _DROPPED_ENV}
     full_env = {**clean, "REDIS_URL": redis_url, f"VOXMESH_{name.upper()}_HTTP_PORT": str(port), **env}
     log_path = log_dir / f"{name}-{port}.log"
+    command = ["-m", module, name] if module else ["-m", f"services.{name}"]
     with log_path.open("wb") as log:  # the child keeps its own descriptor
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", f"services.{name}", env=full_env, stdout=log, stderr=log
+            sys.executable, *command, env=full_env, stdout=log, stderr=log
         )
     running = ServiceProcess(process, port, log_path)
     try:

@@ -1,8 +1,9 @@
 """Fake engines for `voxmesh bench load`: the real ASR, LLM and TTS service loops with engines that only
 wait, so a load run measures the mesh itself (sockets, Redis, the loops, the voice-activity detector).
 
-Run by the benchmark as its own worker processes, `python -m clients.bench.fakes asr|llm|tts`; the
-services' entry points never load them. Delays come from `VOXMESH_FAKE_*` (FakeSettings).
+Run by the benchmark (and the crash and load tests) as their own worker processes,
+`python -m clients.bench.fakes asr|llm|tts`; the services' entry points never load them. Delays come
+from `VOXMESH_FAKE_*` (FakeSettings).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class FakeGenerator:
 
 
 class FakeSynthesizer:
-    """Silence as long as the text would take to say, in chunks, faster than real time."""
+    """Audio as long as the text would take to say, in chunks, faster than real time."""
 
     def __init__(self, settings: FakeSettings) -> None:
         self.settings = settings
@@ -92,12 +93,21 @@ class FakeSynthesizer:
         """PCM chunks of `tts_chunk_ms`, the first after `tts_first_ms`."""
         s = self.settings
         await asyncio.sleep(s.tts_first_ms / 1000)
-        total_ms = max(s.tts_chunk_ms, int(len(text) * s.tts_ms_per_char))
-        for start in range(0, total_ms, s.tts_chunk_ms):
-            if start:
+        for index, chunk in enumerate(fake_speech(text, sample_rate, s)):
+            if index:
                 await asyncio.sleep(s.tts_chunk_ms / 1000 / s.tts_speed)
-            length_ms = min(s.tts_chunk_ms, total_ms - start)
-            yield bytes(sample_rate * length_ms // 1000 * SAMPLE_WIDTH)
+            yield chunk
+
+
+def fake_speech(text: str, sample_rate: int, settings: FakeSettings) -> list[bytes]:
+    """The chunks the fake synthesizer makes of `text`: every sample of chunk i is i + 1, so a client can
+    tell a lost, repeated or misplaced chunk (and a phrase of another length) from the reply it expects."""
+    total_ms = max(settings.tts_chunk_ms, int(len(text) * settings.tts_ms_per_char))
+    chunks = []
+    for index, start in enumerate(range(0, total_ms, settings.tts_chunk_ms)):
+        samples = sample_rate * min(settings.tts_chunk_ms, total_ms - start) // 1000
+        chunks.append(((index + 1) % 32768).to_bytes(SAMPLE_WIDTH, "little", signed=True) * samples)
+    return chunks
 
 
 def main(argv: list[str] | None = None) -> None:

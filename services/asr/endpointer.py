@@ -140,6 +140,11 @@ class Endpointer:
         return self._state is _State.SPEECH
 
     @property
+    def silent(self) -> bool:
+        """Neither in an utterance nor in speech that may become one."""
+        return self._state is _State.SILENCE
+
+    @property
     def speaking_now(self) -> bool:
         """In an utterance, and its latest window was speech (not a pause)."""
         return self._state is _State.SPEECH and self._speech_end == self._position

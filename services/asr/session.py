@@ -28,6 +28,7 @@ from shared.metrics import (
     ASR_PARTIALS_PER_UTTERANCE,
     ASR_SPECULATIVE_FINALS,
     ASR_TURN_VERDICTS,
+    MESSAGES_DROPPED,
 )
 from shared.schema import (
     AudioFrame,
@@ -53,6 +54,8 @@ class _Utterance:
     ended: SpeechEnded
     ended_at: float
     speculation: asyncio.Task[str | None] | None
+    end_entry: bytes
+    """The audio entry whose feeding ended the utterance: once its final is out, a new owner resumes there."""
 
 
 _CHECKPOINT_EVERY_S = 0.5
@@ -107,10 +110,16 @@ class SessionTranscriber:
         self._last_checkpoint = 0.0
         self._last_read: bytes | None = None
         self._checkpointed: bytes | None = None
+        self._announced = -1  # the previous owner's newest utterance, until this owner's first one
+        self._next_frame: int | None = 0  # the seq the next audio frame should have (None: not known yet)
 
     async def run(self) -> None:
         """Transcribe until SessionClosed; resumes from the checkpoint of a previous owner."""
         start = await self.bus.redis.get(keys.asr_checkpoint(self.session_id)) or b"0-0"
+        announced = await self.bus.redis.get(keys.asr_utterance(self.session_id))
+        self._announced = int(announced) if announced is not None else -1
+        if start != b"0-0":
+            self._next_frame = None  # resuming: the next frame's seq is wherever the checkpoint was
         tail = StreamTail(self.bus, keys.audio_in(self.session_id), label="audio_in", last_id=start)
         try:
             async with asyncio.TaskGroup() as group:
@@ -135,11 +144,12 @@ class SessionTranscriber:
                     ServiceError, code="session_failed", message="no audio arrived for too long"
                 )
                 return
-            audio = [d.message for d in deliveries if isinstance(d.message, AudioFrame)]
+            audio = [(d.entry_id, d.message) for d in deliveries if isinstance(d.message, AudioFrame)]
+            self._count_gaps([frame for _, frame in audio])
             if audio:
                 # Silero takes ~0.07 ms a window; still, model calls stay off the event loop.
-                for seq, event in await asyncio.to_thread(self._feed, audio):
-                    await self._on_event(seq, event)
+                for entry_id, seq, event in await asyncio.to_thread(self._feed, audio):
+                    await self._on_event(seq, event, entry_id)
                 self._maybe_partial()
             if any(isinstance(d.message, SessionClosed) for d in deliveries):
                 return
@@ -147,11 +157,24 @@ class SessionTranscriber:
                 self._last_read = deliveries[-1].entry_id
             await self._maybe_checkpoint()
 
-    def _feed(self, frames: list[AudioFrame]) -> list[tuple[int, EndpointerEvent]]:
-        """Worker thread: run the endpointer frame by frame, noting the frame each event came from."""
-        return [(frame.seq, event) for frame in frames for event in self.endpointer.feed(frame.audio)]
+    def _count_gaps(self, frames: list[AudioFrame]) -> None:
+        """Frames missing between those read: trimmed from the stream before this owner read them (it fell
+        more than SESSION_STREAM_MAXLEN frames behind)."""
+        for frame in frames:
+            if self._next_frame is not None and frame.seq > self._next_frame:
+                MESSAGES_DROPPED.labels(reason="audio_gap").inc(frame.seq - self._next_frame)
+                log.warning("audio frames lost", extra={"session_id": self.session_id})
+            self._next_frame = frame.seq + 1
 
-    async def _on_event(self, frame_seq: int, event: EndpointerEvent) -> None:
+    def _feed(self, frames: list[tuple[bytes, AudioFrame]]) -> list[tuple[bytes, int, EndpointerEvent]]:
+        """Worker thread: run the endpointer frame by frame, noting the frame each event came from."""
+        return [
+            (entry_id, frame.seq, event)
+            for entry_id, frame in frames
+            for event in self.endpointer.feed(frame.audio)
+        ]
+
+    async def _on_event(self, frame_seq: int, event: EndpointerEvent, entry_id: bytes) -> None:
         if isinstance(event, SpeechPaused):
             self._drop_speculation()
             if not self._speculate_enabled:
@@ -170,17 +193,24 @@ class SessionTranscriber:
             ASR_PARTIALS_PER_UTTERANCE.observe(self._partials_sent)
             self._pending_utterances += 1
             await self._utterances.put(
-                _Utterance(self._utterance, event, ended_at, self._take_speculation(event))
+                _Utterance(self._utterance, event, ended_at, self._take_speculation(event), entry_id)
             )
             return
         if isinstance(event, SpeechSustained):
             await self._publish(SpeechSustainedMessage, utterance=self._utterance)
         else:
-            self._utterance = frame_seq
+            # An utterance is named by the frame that confirmed it. A new owner re-detecting the speech the
+            # previous one announced (its VAD starts afresh at the checkpoint) may confirm it a frame
+            # earlier: it keeps the announced name, or the gateway would drop its transcript as stale.
+            self._utterance = max(frame_seq, self._announced)
+            self._announced = -1
             self._agreement.reset()
             self._partials_sent = 0
             self._partial_at_ms = 0
-            await self._publish(SpeechStarted, at_ms=event.at_ms, utterance=frame_seq)
+            await self._publish(
+                SpeechStarted, at_ms=event.at_ms, utterance=self._utterance,
+                state={keys.asr_utterance(self.session_id): str(self._utterance)},
+            )  # fmt: skip
 
     def _maybe_partial(self) -> None:
         """Start a partial decode when the utterance grew by the interval and the speaker is speaking."""
@@ -260,11 +290,16 @@ class SessionTranscriber:
                 text = None if item.speculation is None else await item.speculation
                 if text is None:
                     text = await self.recognizer.transcribe(utterance.audio)
+                # Sent even when empty: the gateway learns that this utterance held no words (noise), and
+                # can answer words it held back for it. The checkpoint moves past the utterance in the
+                # same write (and not before: pending, it holds the checkpoint back), so a new owner
+                # neither says it again nor misses it.
+                await self._publish(
+                    TranscriptFinal, text=text, utterance=utterance_id, speech_ended_at=ended_at,
+                    state={keys.asr_checkpoint(self.session_id): item.end_entry},
+                )  # fmt: skip
             finally:
                 self._pending_utterances -= 1
-            # Sent even when empty: the gateway learns that this utterance held no words (noise), and
-            # can answer words it held back for it.
-            await self._publish(TranscriptFinal, text=text, utterance=utterance_id, speech_ended_at=ended_at)
             ASR_FINAL_SECONDS.observe(time.time() - ended_at)
             await self._maybe_checkpoint(throttle=False)
             log.debug("utterance transcribed", extra={"session_id": self.session_id, "chars": len(text)})
@@ -273,8 +308,8 @@ class SessionTranscriber:
         """Record how far the audio is fully handled, when no utterance is open or awaiting its text."""
         if self._last_read is None or self._last_read == self._checkpointed:
             return
-        if self.endpointer.in_speech or self._pending_utterances:
-            return
+        if not self.endpointer.silent or self._pending_utterances:
+            return  # a candidate's first windows are the utterance's start: a new owner must hear them
         now = time.monotonic()
         if throttle and now - self._last_checkpoint < _CHECKPOINT_EVERY_S:
             return
@@ -287,15 +322,18 @@ class SessionTranscriber:
         the endpointer's position is "now"."""
         return time.time() - (self.endpointer.position_ms - stream_ms) / 1000
 
-    async def _publish(self, kind: Callable[..., Message], **fields: Any) -> None:
-        """Send a message of `kind` for this session, tagged with its current turn and the next seq."""
+    async def _publish(
+        self, kind: Callable[..., Message], *, state: dict[str, bytes | str] | None = None, **fields: Any
+    ) -> None:
+        """Send a message of `kind` for this session, tagged with its current turn and the next seq (and
+        set `state`, the session's ASR progress, in the same write)."""
         turn = await self._current_turn()
-        await self._emit(kind(session_id=self.session_id, turn_id=turn, seq=self._seq, **fields))
+        await self._emit(kind(session_id=self.session_id, turn_id=turn, seq=self._seq, **fields), state)
 
     async def _current_turn(self) -> int:
         raw = await self.bus.redis.get(keys.turn_counter(self.session_id))
         return int(raw) if raw is not None else 0
 
-    async def _emit(self, message: Message) -> None:
+    async def _emit(self, message: Message, state: dict[str, bytes | str] | None = None) -> None:
         self._seq += 1
-        await self.bus.send_to_session(self._out, message)
+        await self.bus.send_to_session(self._out, message, state=state)

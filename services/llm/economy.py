@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
+from services.llm.continuation import continuation_prompt, without_restatement
 from services.llm.engine import ChatMessage, GenerationOptions, Generator, Usage
 from services.llm.phrases import PhraseChunker
 from services.llm.settings import LlmSettings
@@ -102,14 +103,27 @@ class PhraseStats:
 
 
 async def reply_phrases(
-    generator: Generator, prompt: Sequence[ChatMessage], plan: ReplyPlan, usage: Usage, stats: PhraseStats
+    generator: Generator,
+    prompt: Sequence[ChatMessage],
+    plan: ReplyPlan,
+    usage: Usage,
+    stats: PhraseStats,
+    said: Sequence[str] = (),
 ) -> AsyncGenerator[str, None]:
-    """The reply as speakable phrases, stopping the model once `plan.max_sentences` sentences are out."""
+    """The reply as speakable phrases, stopping the model once `plan.max_sentences` sentences are out.
+
+    `said`: phrases of this reply already sent (a reply taken over part-way); the model is asked to go on
+    after them and only the phrases after them are yielded."""
     chunker = PhraseChunker()
+    if said:
+        chunker.after_first()
     cap = SentenceCap(plan.max_sentences)
-    deltas = generator.stream(prompt, options=plan.options, usage=usage)
+    if any(cap.reached(phrase) for phrase in said):
+        return
+    deltas = generator.stream(continuation_prompt(prompt, said), options=plan.options, usage=usage)
+    source = without_restatement(deltas, said) if said else deltas
     try:
-        async for delta in deltas:
+        async for delta in source:
             stats.last_text_at = stats.clock()
             if stats.first_text_at is None:
                 stats.first_text_at = stats.last_text_at
@@ -119,9 +133,12 @@ async def reply_phrases(
                 if cap.reached(phrase):
                     return  # closing the stream (below) stops the model
     finally:
-        close = getattr(deltas, "aclose", None)
-        if close is not None:
-            await close()
+        # The filter first (it reads `deltas`), then the engine's stream, which stops the model.
+        streams = [deltas] if source is deltas else [source, deltas]
+        for stream in streams:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
     for phrase in chunker.flush():
         yield phrase
         if cap.reached(phrase):

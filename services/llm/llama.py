@@ -6,13 +6,14 @@ import asyncio
 import functools
 import logging
 import threading
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import cast
 
 import llama_cpp
 from llama_cpp import Llama
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_types import ChatCompletionRequestMessage
 
 from services.llm.engine import ChatMessage, GenerationError, GenerationOptions, Usage, as_text_messages
@@ -81,6 +82,7 @@ class LlamaCppGenerator:
         self._temperature = temperature
         self._repeat_penalty = repeat_penalty
         self._lock = asyncio.Lock()
+        self._chat_formatter: Jinja2ChatFormatter | None = None
         if warm_up:
             # The first call pays for buffer allocation; pay it at load, not on the first user turn.
             self._executor.submit(
@@ -140,9 +142,29 @@ class LlamaCppGenerator:
         if stop.is_set():
             return
         fitted = self._fit_context(messages, max_tokens)
+        prefilled = fitted[-1].role == "assistant" and self._formatter() is not None
+        pieces = self._continue(fitted, max_tokens) if prefilled else self._chat(fitted, max_tokens)
+        generated: list[str] = []
+        try:
+            for text in pieces:
+                if stop.is_set():
+                    break
+                generated.append(text)
+                emit(text)
+        finally:
+            # Closing the generator is what ends llama.cpp's decode loop when we break out early.
+            pieces.close()
+            # The stream carries no usage: count with the model's tokenizer (the chat template's tokens
+            # around each message are approximated by a constant).
+            usage.add_tokens(
+                sum(self._cost(m, _TEMPLATE_TOKENS) for m in fitted), self._tokens("".join(generated))
+            )
+
+    def _chat(self, messages: list[ChatMessage], max_tokens: int) -> Generator[str, None, None]:
+        """Worker thread: the reply's text pieces, from the model's chat completion."""
         chunks = self._llama.create_chat_completion(
             messages=[
-                cast(ChatCompletionRequestMessage, {"role": m.role, "content": m.text}) for m in fitted
+                cast(ChatCompletionRequestMessage, {"role": m.role, "content": m.text}) for m in messages
             ],
             stream=True,
             max_tokens=max_tokens,
@@ -151,25 +173,54 @@ class LlamaCppGenerator:
         )
         if not isinstance(chunks, Iterator):
             raise GenerationError("llama.cpp did not return a stream")
-        generated: list[str] = []
         try:
             for chunk in chunks:
-                if stop.is_set():
-                    break
                 text = chunk["choices"][0]["delta"].get("content")
                 if isinstance(text, str) and text:
-                    generated.append(text)
-                    emit(text)
+                    yield text
         finally:
-            # Closing the generator is what ends llama.cpp's decode loop when we break out early.
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
-            # The stream carries no usage: count with the model's tokenizer (the chat template's tokens
-            # around each message are approximated by a constant).
-            usage.add_tokens(
-                sum(self._cost(m, _TEMPLATE_TOKENS) for m in fitted), self._tokens("".join(generated))
+            chunks.close()  # type: ignore[attr-defined]
+
+    def _continue(self, messages: list[ChatMessage], max_tokens: int) -> Generator[str, None, None]:
+        """Worker thread: the rest of an answer whose start is the last message (a reply taken over
+        part-way). Through the chat API the model would see that start as a finished turn and begin a new
+        one (the bundled model says it again, word for word, and stops); so the conversation before it
+        goes through the chat template and the model goes on from the start's last word."""
+        formatter = self._formatter()
+        assert formatter is not None
+        rendered = formatter(
+            messages=[
+                cast(ChatCompletionRequestMessage, {"role": m.role, "content": m.text}) for m in messages[:-1]
+            ]
+        )
+        chunks = self._llama.create_completion(
+            rendered.prompt + messages[-1].text,
+            stream=True,
+            max_tokens=max_tokens,
+            temperature=self._temperature,
+            repeat_penalty=self._repeat_penalty,
+            stop=rendered.stop,
+        )
+        if not isinstance(chunks, Iterator):
+            raise GenerationError("llama.cpp did not return a stream")
+        try:
+            for chunk in chunks:
+                text = chunk["choices"][0]["text"]
+                if text:
+                    yield text
+        finally:
+            chunks.close()  # type: ignore[attr-defined]
+
+    def _formatter(self) -> Jinja2ChatFormatter | None:
+        """Worker thread: the model's own chat template (None when the GGUF carries none)."""
+        if self._chat_formatter is None and (template := self._llama.metadata.get("tokenizer.chat_template")):
+            special = functools.partial(self._llama.detokenize, special=True)
+            self._chat_formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=special([self._llama.token_eos()]).decode(errors="replace"),
+                bos_token=special([self._llama.token_bos()]).decode(errors="replace"),
             )
+        return self._chat_formatter
 
     def _tokens(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode(), add_bos=False)) if text else 0

@@ -43,6 +43,10 @@ class PhraseChunker:
         self._buf = ""
         self._first = True
 
+    def after_first(self) -> None:
+        """The reply's first phrase is out already (a reply taken over part-way): no early cut."""
+        self._first = False
+
     def push(self, delta: str) -> list[str]:
         """Add a delta; return the phrases it completed."""
         self._buf += delta

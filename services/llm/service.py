@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
+from services.llm.continuation import REPLY_ENDED, SAID_TTL_S, said_key, said_so_far
 from services.llm.economy import (
     PhraseStats,
     ReplyPlan,
@@ -63,6 +64,8 @@ class _Reply:
     usage: Usage = field(default_factory=Usage)
     stats: PhraseStats = field(default_factory=lambda: PhraseStats(time.monotonic))
     spoken: list[str] = field(default_factory=list)
+    said: list[str] = field(default_factory=list)
+    """Phrases sent before this replica took the reply over."""
 
 
 class LlmService:
@@ -119,22 +122,31 @@ class LlmService:
         )
         # The history is written by the gateway, which alone knows how much of this reply the user heard.
         reply = _Reply(message, plan, prompt)
+        # A reply another replica (or an earlier try) began: go on after the phrases it sent.
+        said = await said_so_far(self.bus.redis, message)
+        if said.ended:
+            return  # its replica finished it, then died before acking it
+        reply.said = said.phrases
+        reply.spoken.extend(reply.said)
         try:
             try:
                 await self._stream_phrases(reply)
             except GenerationError as exc:
                 HANDLER_ERRORS.labels(queue="llm_requests").inc()
                 log.warning("generation failed", extra={"session_id": message.session_id, "error": str(exc)})
-                await self._send_out(
-                    message, ServiceError(**_ids(message), seq=0, code="turn_failed", message=str(exc))
-                )
-                return
+                if not reply.said:
+                    await self._send_out(
+                        message, ServiceError(**_ids(message), seq=0, code="turn_failed", message=str(exc))
+                    )
+                    return
+                # The user has part of the answer already (a model may refuse a prefilled answer):
+                # ending it where it stopped keeps what they hear whole, rather than failing the turn.
             for index, call in enumerate(reply.usage.function_calls):  # a client-side call ends the reply
                 await self._send_out(message, FunctionCall(
                     **_ids(message), seq=index, call_id=call.call_id or f"call_{index}", name=call.name,
                     arguments=call.arguments,
                 ))  # fmt: skip
-            await self._send_out(message, ReplyDone(**_ids(message), seq=0, phrase_count=len(reply.spoken)))
+            await self._finish(reply)
             LLM_PHRASES_PER_REPLY.labels(economy=str(plan.economy).lower()).observe(len(reply.spoken))
         finally:
             # Also for a failed or cancelled reply: what was generated was paid for. Shielded, so a cancel
@@ -145,7 +157,7 @@ class LlmService:
         assert self.generator is not None
         started = time.monotonic()
         stats, spoken = reply.stats, reply.spoken
-        phrases = reply_phrases(self.generator, reply.prompt, reply.plan, reply.usage, stats)
+        phrases = reply_phrases(self.generator, reply.prompt, reply.plan, reply.usage, stats, reply.said)
         async with aclosing(phrases):
             async for phrase in phrases:
                 sending = time.monotonic()
@@ -155,6 +167,16 @@ class LlmService:
                 if not spoken:
                     stats.paused_s = time.monotonic() - sending  # it waited for the phrase's first audio
                 spoken.append(phrase)
+
+    async def _finish(self, reply: _Reply) -> None:
+        """Send ReplyDone, and record that the reply ended in the same write."""
+        request, said = reply.request, said_key(reply.request)
+        done = ReplyDone(**_ids(request), seq=0, phrase_count=len(reply.spoken))
+        async with self.bus.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(keys.session_out(request.session_id), encode(done), maxlen=5_000, approximate=True)  # type: ignore[arg-type]
+            pipe.rpush(said, REPLY_ENDED)
+            pipe.expire(said, SAID_TTL_S)
+            await cancel_safe(pipe.execute())
 
     async def _report_usage(self, reply: _Reply) -> None:
         """Send the reply's usage to its session and count it by engine and model (estimated from the text
@@ -185,10 +207,15 @@ class LlmService:
         phrase = ReplyPhrase(
             **_ids(request), seq=seq, text=text, output_sample_rate=request.output_sample_rate
         )
+        said = said_key(request)
+        # One write: a replica killed now has sent the phrase to TTS, to the client and to the record a
+        # replica taking over reads, or to none of them.
         async with self.bus.redis.pipeline(transaction=False) as pipe:
             pipe.xadd(keys.TTS_REQUESTS, encode(phrase), maxlen=10_000, approximate=True)  # type: ignore[arg-type]
             pipe.xadd(keys.session_out(request.session_id), encode(phrase), maxlen=5_000, approximate=True)  # type: ignore[arg-type]
-            _, out_id = await cancel_safe(pipe.execute())
+            pipe.rpush(said, text)
+            pipe.expire(said, SAID_TTL_S)
+            _, out_id, _, _ = await cancel_safe(pipe.execute())
         if seq == 0:
             LLM_FIRST_PHRASE_SECONDS.observe(time.monotonic() - started)
             await self._yield_to_first_audio(request, out_id)
