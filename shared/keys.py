@@ -45,6 +45,11 @@ def asr_checkpoint(session_id: str) -> str:
     return f"{PREFIX}:asr:ckpt:{{{session_id}}}"
 
 
+def asr_options(session_id: str) -> str:
+    """The session's latest `AsrOptions` (JSON), kept by its ASR owner for a replica that takes over."""
+    return f"{PREFIX}:asr:options:{{{session_id}}}"
+
+
 def usage(session_id: str) -> str:
     """The session's usage totals (a hash: tokens, tool calls, audio seconds), written by the gateway."""
     return f"{PREFIX}:usage:{{{session_id}}}"
@@ -63,6 +68,7 @@ def session_keys(session_id: str) -> list[str]:
         turn_counter(session_id),
         history(session_id),
         asr_checkpoint(session_id),
+        asr_options(session_id),
         usage(session_id),
         usage_turns(session_id),
     ]
