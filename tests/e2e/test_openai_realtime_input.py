@@ -101,18 +101,17 @@ async def test_push_to_talk_gets_no_turn_until_commit_and_clear_drops_the_audio(
         assert not client.of_type("input_audio_buffer.committed")
         commit = len(client.events)
         await client.connection.input_audio_buffer.commit()
+        await client.connection.response.create()  # at once, as Pipecat does: it answers what was committed
         _, committed = await client.wait_type("input_audio_buffer.committed", after=commit)
         _, completed = await client.wait_type(COMPLETED, after=commit)
         assert completed.item_id == committed.item_id
         transcript = completed.transcript.lower()
         assert "france" in transcript and "cat" not in transcript and "joke" not in transcript, transcript
-
-        asked = len(client.events)
-        await client.connection.response.create()  # push-to-talk: the client asks for the response
-        _, done = await client.wait_type("response.done", after=asked, timeout_s=120)
+        _, done = await client.wait_type("response.done", after=commit, timeout_s=120)
     assert done.response.status == "completed", done
     assert audio_bytes(client, done.response.id) > 0
-    assert len(client.of_type("response.created", commit)) == 1, "no response before response.create"
+    assert len(client.of_type("response.created", commit)) == 1
+    assert client.index(COMPLETED, commit) < client.index("response.created", commit), "words first"
     assert not client.of_type("error", commit)
     assert not client.of_type("input_audio_buffer.speech_started"), "no VAD events with detection off"
 

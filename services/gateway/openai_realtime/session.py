@@ -99,6 +99,10 @@ class OpenAIRealtimeSession(GatewaySession):
         """Push-to-talk: bytes of 24 kHz audio appended since the last commit or clear."""
         self._open_utterance: int | None = None
         """Server VAD: the utterance the ASR is hearing (the input buffer holds speech), if any."""
+        self._committing: int | None = None
+        """A commit's transcript is on its way: the utterance it ends with (or a later one)."""
+        self._deferred: ResponseCreate | None = None
+        """A `response.create` sent after a commit, answered once the committed words are known."""
 
     async def run(self) -> None:
         """Serve the session; a client of the beta protocol is told so and closed before anything starts."""
@@ -154,7 +158,10 @@ class OpenAIRealtimeSession(GatewaySession):
         elif isinstance(event, ItemTruncate):
             await self._truncate(event)
         elif isinstance(event, ResponseCreate):
-            await self._respond(event)
+            if self._committing is not None:
+                self._deferred = event  # the API answers what was committed before: wait for its words
+            else:
+                await self._respond(event)
         elif isinstance(event, ResponseCancel):
             if not self.replying:
                 raise ProtocolError("response_cancel_not_active", "There is no active response to cancel.")
@@ -201,7 +208,8 @@ class OpenAIRealtimeSession(GatewaySession):
                 "Error committing input audio buffer: buffer too small. Expected at least "
                 f"{MIN_COMMIT_MS}ms of audio, but buffer only has {held_ms:.2f}ms of audio.",
             )  # fmt: skip
-        self._buffered, self._open_utterance = 0, None
+        awaited = self._frame_seq if self.config.turn_detection is None else self._open_utterance
+        self._buffered, self._open_utterance, self._committing = 0, None, awaited
         await self._to_asr(InputBuffer, action="commit")
 
     async def _to_asr(self, kind: type[BusMessage], **fields: Any) -> None:
@@ -221,10 +229,25 @@ class OpenAIRealtimeSession(GatewaySession):
                 self._open_utterance = None
             if not self.config.auto_response:
                 await self._committed(message)
-                return
+            else:
+                await super()._on_bus(message)
+            if self._committing is not None and message.utterance >= self._committing:
+                self._committing = None
+                await self._respond_deferred()
+            return
         elif isinstance(message, TranscriptSpeculative) and not self.config.auto_response:
             return  # no reply starts before the client asks for one
         await super()._on_bus(message)
+
+    async def _respond_deferred(self) -> None:
+        event, self._deferred = self._deferred, None
+        if event is None:
+            return
+        try:
+            await self._respond(event)
+        except ProtocolError as exc:
+            exc.event_id = exc.event_id or event.event_id
+            await self._refuse(exc)
 
     async def _committed(self, final: TranscriptFinal) -> None:
         text = final.text.strip()
