@@ -23,9 +23,11 @@ MAX_TOKEN_CHARS = 4096
 MAX_TTL_S = 86_400
 _ALGORITHM = "HS256"
 _LEEWAY_S = 5  # clock skew between the minting machine and the gateway
-# A token in a query string, as a subprotocol, or bare (a JWT starts with the base64 of `{"`).
+# A token (or a session's resume key) in a query string, as a subprotocol, or bare (a JWT starts with the
+# base64 of `{"`).
 _TOKEN_IN_TEXT = re.compile(
-    r"(?P<keep>(?:^|[?&])token=|token\.)[A-Za-z0-9_.%\-]+|eyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_.\-]+"
+    r"(?P<keep>(?:^|[?&])(?:token|resume)=|(?:token|resume)\.)[A-Za-z0-9_.%\-]+"
+    r"|eyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_.\-]+"
 )
 
 
@@ -118,7 +120,7 @@ class Tokens:
 
 
 def redact(text: str) -> str:
-    """`text` with any token (query parameter, subprotocol or bare JWT) replaced by "***"."""
+    """`text` with any token (query parameter, subprotocol or bare JWT) or resume key replaced by "***"."""
     return _TOKEN_IN_TEXT.sub(lambda m: f"{m.group('keep') or ''}***", text)
 
 

@@ -60,6 +60,12 @@ def usage_turns(session_id: str) -> str:
     return f"{PREFIX}:usage:turns:{{{session_id}}}"
 
 
+def session_record(session_id: str) -> str:
+    """Who may resume the session (a hash: the resume key's digest, the token's subject) and, while its
+    client is away, what a resumed connection carries on from (written by the gateway)."""
+    return f"{PREFIX}:session:{{{session_id}}}"
+
+
 def session_keys(session_id: str) -> list[str]:
     """Every per-session key, for expiry when the session ends."""
     return [
@@ -71,4 +77,5 @@ def session_keys(session_id: str) -> list[str]:
         asr_options(session_id),
         usage(session_id),
         usage_turns(session_id),
+        session_record(session_id),
     ]

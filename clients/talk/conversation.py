@@ -47,6 +47,9 @@ class Conversation:
         self.outbox: deque[dict[str, object]] = deque()
         self.trace: list[TraceEntry] = []
         self.started = asyncio.Event()
+        self.resume_key: str | None = None
+        self.resume_window_s = 0.0
+        self.connections = 0  # session.started events: the first connection, then each resumed one
 
     # ---- server → client
 
@@ -63,8 +66,12 @@ class Conversation:
         """Update the conversation with a typed server event."""
         match event:
             case SessionStarted():
+                if event.resumed:
+                    self._resumed(now)
                 self.session_id = event.session_id
                 self.output_sample_rate = event.output_sample_rate
+                self.resume_key, self.resume_window_s = event.resume, event.resume_window_s
+                self.connections += 1
                 self.started.set()
             case TurnEvent(type="speech.started"):
                 self._see(event.turn_id)
@@ -226,6 +233,15 @@ class Conversation:
             self.audio_turn = None
         if turn.player is not None:
             turn.player.end(now)
+
+    def _resumed(self, now: float) -> None:
+        """The session goes on over a new connection; the server stopped the reply that was coming when the
+        old one dropped: what arrived of it is all there is (docs/protocol.md#resuming-a-session)."""
+        turn = self.turns.get(self.newest_turn)
+        self.audio_turn = None
+        if turn is not None and turn.ended_at is None and not turn.cleared:
+            turn.dropped = True
+            self._end(self.newest_turn, now)
 
     def _report(self, turn_id: int, played_ms: float, now: float) -> None:
         turn = self.turns[turn_id]

@@ -23,6 +23,10 @@ class SessionStarted(_Event):
     type: Literal["session.started"]
     session_id: str
     output_sample_rate: int
+    resume: str | None = None
+    """The key to resume this session with if the connection drops (a secret: never logged)."""
+    resume_window_s: float = 0.0
+    resumed: bool = False
 
 
 class TurnEvent(_Event):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -27,13 +28,24 @@ from shared.auth import redact_token_logs
 
 DEFAULT_URL = "ws://127.0.0.1:8000/v1/realtime"
 SUBPROTOCOL = "voxmesh"
+_RECONNECT_FIRST_S = 0.1
+_RECONNECT_MAX_S = 2.0
+
+log = logging.getLogger(__name__)
 
 
-def token_subprotocols(token: str | None) -> list[Subprotocol] | None:
-    """What to offer in `Sec-WebSocket-Protocol`: "voxmesh" and the session token, if there is one."""
+def token_subprotocols(token: str | None, resume: str | None = None) -> list[Subprotocol] | None:
+    """What to offer in `Sec-WebSocket-Protocol`: "voxmesh", the session token if there is one, and the
+    resume key of a session to resume."""
+    if not token and not resume:
+        return None
+    redact_token_logs("websockets.client")  # it logs the handshake's headers at debug level
+    offered = [Subprotocol(SUBPROTOCOL)]
     if token:
-        redact_token_logs("websockets.client")  # it logs the handshake's headers at debug level
-    return None if not token else [Subprotocol(SUBPROTOCOL), Subprotocol(f"token.{token}")]
+        offered.append(Subprotocol(f"token.{token}"))
+    if resume:
+        offered.append(Subprotocol(f"resume.{resume}"))
+    return offered
 
 
 class _Link(Protocol):
@@ -116,6 +128,16 @@ async def _speak(ws: _Link, convo: Conversation, mic: Microphone, frame_ms: int,
         await asyncio.Event().wait()  # the receiver reports the close with its code
 
 
+class _Dropped(TalkError):
+    """The connection ended without the server closing it: the session can be resumed."""
+
+
+def _dropped(ws: _Link) -> bool:
+    """The WebSocket went without a close frame from the server (a WebRTC link is never resumed)."""
+    protocol = getattr(ws, "protocol", None)
+    return protocol is not None and protocol.close_rcvd is None
+
+
 async def _receive(ws: _Link, convo: Conversation) -> None:
     """Feed every server message to the conversation; only cancellation ends this normally."""
     try:
@@ -127,6 +149,8 @@ async def _receive(ws: _Link, convo: Conversation) -> None:
                 await _flush(ws, convo)  # report playback the moment it stopped
     except ConnectionClosed:
         pass
+    if convo.resume_key is not None and _dropped(ws):
+        raise _Dropped("the connection dropped")
     reason = f", {ws.close_reason}" if ws.close_reason else ""
     raise TalkError(f"the server closed the connection early (code {ws.close_code}{reason})")
 
@@ -149,24 +173,69 @@ async def _run(
     deadline: _Deadline,
     webrtc: bool = False,
 ) -> None:
-    try:
-        if webrtc:
-            await _run_webrtc(offer_url(url), token, convo, mic, frame_ms, deadline)
+    """Hold the conversation over one connection, and over new ones resuming the session when one drops
+    (within the session's resume window; docs/protocol.md#resuming-a-session)."""
+    if webrtc:
+        await _run_webrtc(offer_url(url), token, convo, mic, frame_ms, deadline)
+        return
+    loop = asyncio.get_running_loop()
+    dropped_at: float | None = None
+    connections = 0
+    backoff = _RECONNECT_FIRST_S
+    while True:
+        resume = convo.resume_key if dropped_at is not None else None
+        try:
+            await _connection(url, token, resume, convo, mic, frame_ms, deadline)
             return
+        except (_Dropped, _Unreachable) as exc:
+            if convo.connections > connections:  # the last drop was resumed: a new window for this one
+                connections, dropped_at, backoff = convo.connections, None, _RECONNECT_FIRST_S
+            if dropped_at is None:
+                if not isinstance(exc, _Dropped):
+                    raise
+                dropped_at = loop.time()
+                log.warning("connection dropped; resuming the session")
+            if loop.time() + backoff > dropped_at + convo.resume_window_s:
+                raise TalkError(
+                    f"the connection dropped and the session could not be resumed ({exc})"
+                ) from None
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _RECONNECT_MAX_S)
+
+
+class _Unreachable(TalkError):
+    """The gateway could not be reached or refused the handshake."""
+
+
+async def _connection(
+    url: str,
+    token: str | None,
+    resume: str | None,
+    convo: Conversation,
+    mic: Microphone,
+    frame_ms: int,
+    deadline: _Deadline,
+) -> None:
+    subprotocols = token_subprotocols(token, resume)
+    try:
         # Compression would only cost CPU and latency on PCM.
-        async with connect(url, compression=None, subprotocols=token_subprotocols(token)) as ws:
+        async with connect(url, compression=None, subprotocols=subprotocols) as ws:
             await _talk_over(ws, convo, mic, frame_ms, deadline)
     except InvalidStatus as exc:
-        raise TalkError(f"{url} refused the WebSocket (HTTP {exc.response.status_code})") from None
+        raise _Unreachable(f"{url} refused the WebSocket (HTTP {exc.response.status_code})") from None
     except (OSError, InvalidHandshake, InvalidURI) as exc:
-        raise TalkError(f"cannot connect to {url}: {exc}") from None
+        raise _Unreachable(f"cannot connect to {url}: {exc}") from None
     except ExceptionGroup as group:
-        # Surface the TalkError a task raised rather than a group around it.
-        failures = group.subgroup(TalkError)
-        if failures is None:
-            raise
-        first = failures.exceptions[0]
-        raise (first if isinstance(first, TalkError) else group) from None
+        raise _first_talk_error(group) from None
+
+
+def _first_talk_error(group: ExceptionGroup[Exception]) -> Exception:
+    """The TalkError a task raised rather than a group around it."""
+    failures = group.subgroup(TalkError)
+    if failures is None:
+        return group
+    first = failures.exceptions[0]
+    return first if isinstance(first, TalkError) else group
 
 
 async def _run_webrtc(
@@ -180,6 +249,8 @@ async def _run_webrtc(
         raise TalkError(f"cannot connect to {url}: {exc}") from None
     try:
         await _talk_over(link, convo, mic, frame_ms, deadline)
+    except ExceptionGroup as group:
+        raise _first_talk_error(group) from None
     finally:
         await link.close()
 

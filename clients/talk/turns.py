@@ -25,6 +25,7 @@ class Turn:
     player: Player | None = None
     played_ms: float | None = None  # reported to the server with audio.played
     truncated_text: str | None = None  # reply.truncated: the words the user heard
+    dropped: bool = False  # the connection dropped while the reply came: the server stopped it there
 
     @property
     def reply_text(self) -> str:
@@ -105,7 +106,7 @@ def build_result(utterance: Utterance, turns: dict[int, Turn], default_rate: int
         reply_audio=bytes(answer.audio),
         sample_rate=answer.sample_rate or default_rate,
         heard_text=heard,
-        interrupted=answer.interrupted or answer.truncated_text is not None,
+        interrupted=answer.interrupted or answer.truncated_text is not None or answer.dropped,
         played_ms=answer.played_ms,
         turn_id=answer_id,
         turn_ids=tuple(utterance.turn_ids),

@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from services.gateway.access import Access, bearer_token, chosen_subprotocol
 from services.gateway.openai_realtime.session import OpenAIRealtimeSession
+from services.gateway.resume import Claimed, ResumeKey, Resumes, offered_resume, token_subject
 from services.gateway.rtc_endpoint import WebRtcEndpoint
 from services.gateway.session import GatewaySession
 from services.gateway.settings import GatewaySettings
@@ -60,6 +61,7 @@ class Gateway:
         self.readiness = Readiness(bus)
         self.readiness.loaded = True  # nothing to load: ready as soon as Redis answers
         self.sessions: set[GatewaySession] = set()
+        self.resumes = Resumes(bus, settings.resume_window_s)
         self._per_ip: Counter[str] = Counter()
         self._no_sessions = asyncio.Event()
         self._no_sessions.set()
@@ -110,6 +112,7 @@ class Gateway:
         output_sample_rate: int = Query(16_000, ge=8_000, le=48_000),
         token: str | None = None,
         model: str | None = Query(None, max_length=200),
+        resume: str | None = None,
     ) -> None:
         """One realtime voice session; refusals come before any Redis write. With a `model` parameter it
         speaks OpenAI's Realtime protocol (docs/openai-realtime.md), without it voxmesh's own
@@ -124,15 +127,27 @@ class Gateway:
         if (refusal := self.access.token_refusal(subprotocols, token, bearer)) is not None:
             await _refuse(websocket, "token", refusal)
             return
+        # A resume is voxmesh's own protocol: an OpenAI Realtime client starts a new session.
+        offered = offered_resume(subprotocols, resume) if model is None else None
+        # Sessions parked for a resume hold ASR slots: they count, but for the one this client takes up.
+        resuming = key.session_id if offered and (key := ResumeKey.parse(offered)) else None
         address = websocket.client.host if websocket.client else ""
-        if (busy := self.admission_refusal(address)) is not None:
+        if (busy := self.admission_refusal(address, resuming=resuming)) is not None:
             await websocket.close(code=1013, reason=busy.reason)
             return
-        session = (
-            GatewaySession(websocket, self.bus, self.settings, output_sample_rate)
-            if model is None
-            else OpenAIRealtimeSession(websocket, self.bus, self.settings, model)
-        )
+        if model is not None:
+            session: GatewaySession = OpenAIRealtimeSession(websocket, self.bus, self.settings, model)
+        else:
+            subject = token_subject(self.access, subprotocols, token)
+            claimed = None
+            if offered is not None:
+                if (claimed := await self._claim(websocket, offered, subject)) is None:
+                    return
+                self.resumes.resumed(claimed.session_id)
+            session = GatewaySession(
+                websocket, self.bus, self.settings, output_sample_rate,
+                resumes=self.resumes, subject=subject, claimed=claimed, address=address,
+            )  # fmt: skip
         async with self.tracked(session, address):
             try:
                 await session.run()
@@ -140,15 +155,19 @@ class Gateway:
                 log.exception("session failed", extra={"session_id": session.session_id})
                 await _close_quietly(websocket, 1011, "internal error")
 
-    def admission_refusal(self, address: str, pending: int = 0) -> Refusal | None:
+    def admission_refusal(
+        self, address: str, pending: int = 0, resuming: str | None = None
+    ) -> Refusal | None:
         """Why one more session from `address` must wait (draining, full, too many from it), or None.
 
-        `pending` counts sessions being set up that are not tracked yet (WebRTC offers being answered).
+        `pending` counts sessions being set up that are not tracked yet (WebRTC offers being answered);
+        sessions parked for a resume count too, but for `resuming`, the one this client takes up.
         """
-        if self.readiness.draining or len(self.sessions) + pending >= self.settings.max_sessions:
+        parked = self.resumes.parked(excluding=resuming)
+        if self.readiness.draining or len(self.sessions) + parked + pending >= self.settings.max_sessions:
             return Refusal(503, "try again later")
         per_ip = self.settings.max_sessions_per_ip
-        if per_ip and self._per_ip[address] >= per_ip:
+        if per_ip and self._per_ip[address] + self.resumes.parked(address, excluding=resuming) >= per_ip:
             GATEWAY_CLIENT_ERRORS.labels(reason="per_ip_limit").inc()
             log.info("session refused", extra={"reason": "too many sessions from one address"})
             return Refusal(429, "too many sessions from this address")
@@ -172,6 +191,21 @@ class Gateway:
                 self._no_sessions.set()
             GATEWAY_SESSIONS.dec()
 
+    async def _claim(self, websocket: WebSocket, offered: str, subject: str) -> Claimed | None:
+        """The parked session a resuming client asked for; None when it was refused (it is told
+        `resume_failed` and closed with 1008)."""
+        key = ResumeKey.parse(offered)
+        claimed = None
+        if key is not None and self.resumes.enabled:
+            claimed = await self.resumes.claim(key, subject, {s.session_id: s for s in self.sessions})
+        if claimed is None:
+            GATEWAY_CLIENT_ERRORS.labels(reason="resume_failed").inc()
+            log.info("session refused", extra={"reason": "resume failed"})
+            message = "no session to resume: it ended, its window is over, or the key is wrong"
+            await websocket.send_json({"type": "error", "code": "resume_failed", "message": message})
+            await websocket.close(code=1008, reason="resume failed")
+        return claimed
+
     async def drain(self, grace_s: float) -> None:
         """Refuse new sessions (readiness goes false at once), close each open one (1001 going away) as
         soon as its reply is out, and close the rest near the end of the grace; returns early enough for
@@ -191,6 +225,7 @@ class Gateway:
             await session.ws.close_now(1001, "server shutting down")
         await self._wait_no_sessions(max(0.0, deadline - loop.time()))
         await self.webrtc.stop()
+        await self.resumes.close()
 
     async def _wait_no_sessions(self, timeout_s: float) -> None:
         try:

@@ -214,6 +214,23 @@ class Conversation:
             if reply.cut_at is not None:
                 await self._send_truncation(reply)
 
+    async def park(self) -> None:
+        """The client's connection dropped: the reply being made is stopped (its work cancelled) and cut
+        where the client's playback was estimated to be, and the exchange goes into the history as far
+        as it was heard, with any words still waiting for an answer; a resumed connection starts afresh
+        from the history."""
+        async with self._lock:
+            now = self.clock()
+            if self.reply is not None and self.reply.speculation is not None:
+                self._void_speculation(self.reply.speculation)
+            elif self.reply is not None and not self.reply.finished(now):
+                self.reply.cut(now, by_speech=False)
+            self.work = max(self.work, await self.effects.open_turn())
+            waiting = await self._settle_previous()
+            if waiting:
+                entry = HistoryEntry(role="user", text=" ".join(waiting), turn_id=self.turn)
+                await self.effects.commit([entry])
+
     # ---- internals (lock held)
 
     async def _open_turn(self, utterance: int | None, *, by_speech: bool) -> None:

@@ -71,6 +71,8 @@ class ClientSocket:
         self.stall_s = stall_s
         self.gave_up = False
         """The client was too slow and its socket was closed with 1013."""
+        self.closed_by_server = False
+        """The server closed (or is closing) the socket: the session ends on purpose, not by a drop."""
         self._queue: deque[tuple[_Frame, int]] = deque()
         self._queued_bytes = 0
         self._state: Literal["direct", "queued", "done"] = "direct"
@@ -104,6 +106,7 @@ class ClientSocket:
 
     async def close(self, code: int = 1000, reason: str | None = None) -> None:
         """Close after what was sent before; later sends are dropped."""
+        self.closed_by_server = True
         if self._state == "queued" and not self._closing:
             self._closing = True
             self._append(_Close(code, reason or ""), 0)
@@ -112,6 +115,7 @@ class ClientSocket:
 
     async def close_now(self, code: int, reason: str) -> None:
         """Close at once, dropping whatever is still queued."""
+        self.closed_by_server = True
         self._closing = True
         self._queue.clear()
         self._queued_bytes = 0

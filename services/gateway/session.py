@@ -12,6 +12,7 @@ from typing import Any
 from starlette.websockets import WebSocketState
 
 from services.gateway.admission import wait_taken
+from services.gateway.continuity import Continuity
 from services.gateway.conversation import Conversation
 from services.gateway.events import (
     AudioPlayed,
@@ -27,11 +28,12 @@ from services.gateway.events import (
 from services.gateway.outbound import ClientSocket, WebSocketLike
 from services.gateway.playback import ReplyTrack
 from services.gateway.ratelimit import TokenBucket
+from services.gateway.resume import CLOSED_SESSION_TTL_S, Claimed, Resumes
 from services.gateway.settings import GatewaySettings
 from services.gateway.usage import SessionUsage
 from shared import keys
 from shared.audio import ASR_SAMPLE_RATE
-from shared.bus import SESSION_TTL_SECONDS, Bus, StreamTail
+from shared.bus import Bus, StreamTail
 from shared.history import HistoryEntry, append_history
 from shared.metrics import GATEWAY_CLIENT_ERRORS, TURN_FIRST_AUDIO_SECONDS, USAGE_BUDGET_REACHED
 from shared.schema import (
@@ -45,7 +47,6 @@ from shared.schema import (
     ReplyUsage,
     ServiceError,
     SessionClosed,
-    SessionOpened,
     SpeechResumed,
     SpeechStarted,
     SpeechSustained,
@@ -57,7 +58,7 @@ from shared.turns import open_turn
 
 log = logging.getLogger(__name__)
 
-_CLOSED_SESSION_TTL_S = 120
+_LOST = (1005, 1006)
 # A reply with no output for this long is given up (longer than a dead replica's work takes to be taken
 # over, VOXMESH_*_CLAIM_IDLE_MS, 15 s by default).
 REPLY_STALL_S = 30.0
@@ -70,9 +71,11 @@ class GatewaySession:
     """
 
     def __init__(
-        self, websocket: WebSocketLike, bus: Bus, settings: GatewaySettings, output_rate: int
-    ) -> None:
-        self.session_id = uuid.uuid4().hex
+        self, websocket: WebSocketLike, bus: Bus, settings: GatewaySettings, output_rate: int,
+        *, resumes: Resumes | None = None, subject: str = "", claimed: Claimed | None = None,
+        address: str = "",
+    ) -> None:  # fmt: skip
+        self.session_id = claimed.session_id if claimed is not None else uuid.uuid4().hex
         self.ws = ClientSocket(
             websocket, max_queued_bytes=settings.outbound_queue_bytes,
             stall_s=settings.client_read_timeout_s, session_id=self.session_id,
@@ -83,7 +86,7 @@ class GatewaySession:
         self.instructions = ""
         self.economy = settings.economy
         self.usage = SessionUsage(bus.redis, self.session_id, token_budget=settings.session_token_budget)
-        self._frame_seq = 0
+        self.frame_seq = 0
         self._send_lock = asyncio.Lock()
         self._bucket = TokenBucket(rate=ASR_SAMPLE_RATE * 2 * settings.input_rate_factor, burst_s=1.0)
         self._text_bucket = TokenBucket(
@@ -91,6 +94,8 @@ class GatewaySession:
         )
         self._last_rate_error = 0.0
         self._speech_ended_at: dict[int, float] = {}
+        # Last: a resumed session takes up its parked state here.
+        self.continuity = Continuity(self, resumes, subject, claimed, address)
 
     @property
     def turn(self) -> int:
@@ -109,39 +114,41 @@ class GatewaySession:
         """Serve the session until the client leaves; always releases the session's work."""
         try:
             # Inside the try: once the ASR may have the session, it must hear of its end whatever happens.
-            await self.bus.redis.set(keys.turn_counter(self.session_id), 0, ex=SESSION_TTL_SECONDS)
-            opened = await self.bus.send(
-                keys.ASR_DISPATCH, SessionOpened(session_id=self.session_id, turn_id=0, seq=0)
-            )
+            opened = await self.continuity.open()
             await self.send(
                 server_event(
                     "session.started",
                     session_id=self.session_id,
                     input_sample_rate=ASR_SAMPLE_RATE,
                     output_sample_rate=self.conversation.sample_rate,
+                    turn_id=self.turn,
+                    **self.continuity.started_fields(),
                 )  # fmt: skip
             )
             async with asyncio.TaskGroup() as group:
                 # Sent before this, session.started went straight out; from here on, through the queue.
                 writer = group.create_task(self.ws.start())
                 relay = group.create_task(self._relay_out())
-                admission = group.create_task(self._await_asr(opened))
+                admission = None if opened is None else group.create_task(self._await_asr(opened))
                 await self._receive_in()
                 relay.cancel()
-                admission.cancel()
+                if admission is not None:
+                    admission.cancel()
                 await self.ws.flush()
                 writer.cancel()
         finally:
             await asyncio.shield(self._release())
 
     async def _release(self) -> None:
-        closed = SessionClosed(session_id=self.session_id, turn_id=self.turn, seq=self._frame_seq)
+        if await self.continuity.park():
+            return  # kept for the client to resume; ended by `Resumes` once its window is over
+        closed = SessionClosed(session_id=self.session_id, turn_id=self.turn, seq=self.frame_seq)
         await self.bus.send_to_session(keys.audio_in(self.session_id), closed)
         await self.open_turn()  # stops any reply still being made
         await self.usage.save()
         async with self.bus.redis.pipeline(transaction=False) as pipe:
             for key in keys.session_keys(self.session_id):
-                pipe.expire(key, _CLOSED_SESSION_TTL_S)
+                pipe.expire(key, CLOSED_SESSION_TTL_S)
             await pipe.execute()
 
     # ---- Effects for the conversation
@@ -159,6 +166,7 @@ class GatewaySession:
         """Queue the reply request for the LLM service (refused once a session over its budget may have no
         more replies)."""
         self._speech_ended_at = {work_id: speech_ended_at}
+        await self.continuity.check(now=True, sparing=work_id)  # the LLM reads the history Redis holds
         if self.usage.budget_reached and self.settings.budget_action == "refuse":
             await self._refuse_reply(work_id)
             return
@@ -190,6 +198,7 @@ class GatewaySession:
 
     async def commit(self, entries: list[HistoryEntry]) -> None:
         """Append to the session's history in Redis."""
+        self.continuity.remember(entries)
         await append_history(self.bus.redis, self.session_id, entries)
 
     # ---- usage
@@ -230,6 +239,9 @@ class GatewaySession:
                 await self.ws.close(code=1000, reason="idle")
                 return
             if message["type"] == "websocket.disconnect":
+                # A drop, not an end: the server had not closed it, and the connection was lost (uvicorn says
+                # 1005 or 1006: no close frame with a status from the client).
+                self.continuity.client_left = not self.ws.closed_by_server and message.get("code") in _LOST
                 return
             if message.get("bytes") is not None:
                 await self._on_audio(message["bytes"])
@@ -247,8 +259,8 @@ class GatewaySession:
         elif not self._bucket.take(len(pcm)):
             await self._rate_limited("audio arrives faster than real time")
         elif pcm:
-            frame = AudioFrame(session_id=self.session_id, turn_id=self.turn, seq=self._frame_seq, audio=pcm)
-            self._frame_seq += 1
+            frame = AudioFrame(session_id=self.session_id, turn_id=self.turn, seq=self.frame_seq, audio=pcm)
+            self.frame_seq += 1
             await self.bus.send_to_session(keys.audio_in(self.session_id), frame)
             self.usage.audio_in(len(pcm))
 
@@ -313,7 +325,10 @@ class GatewaySession:
     # ---- bus → client
 
     async def _relay_out(self) -> None:
-        tail = StreamTail(self.bus, keys.session_out(self.session_id), label="session_out")
+        tail = StreamTail(
+            self.bus, keys.session_out(self.session_id), label="session_out",
+            last_id=self.continuity.out_position,
+        )  # fmt: skip
         try:
             while True:
                 for delivery in await tail.read():
@@ -323,6 +338,8 @@ class GatewaySession:
                         if self.ws.application_state != WebSocketState.CONNECTED:
                             return
                         log.exception("relay failed", extra={"session_id": self.session_id})
+                    self.continuity.out_position = delivery.entry_id
+                await self.continuity.check()
                 await self._give_up_stalled_reply()
         finally:
             await tail.close()
@@ -337,9 +354,9 @@ class GatewaySession:
             and time.monotonic() - reply.last_output_at > REPLY_STALL_S
         ):
             log.warning("reply stalled", extra={"session_id": self.session_id})
-            await self._fail_reply(reply, "turn_failed", "the reply timed out")
+            await self.fail_reply(reply, "turn_failed", "the reply timed out")
 
-    async def _fail_reply(self, reply: ReplyTrack, code: str, message: str) -> None:
+    async def fail_reply(self, reply: ReplyTrack, code: str, message: str) -> None:
         """Tell the client the turn failed and end its audio: nothing more of this reply will play."""
         reply.failed = True
         await self.send(error_event(code, message, turn_id=reply.turn_id))
@@ -414,7 +431,7 @@ class GatewaySession:
             reply.assembler.reply_done(message.phrase_count)
             await self._play(reply, [])
         elif isinstance(message, ServiceError):
-            await self._fail_reply(reply, message.code, message.message)
+            await self.fail_reply(reply, message.code, message.message)
         elif isinstance(message, ReplyUsage):
             await self._charge(reply.turn_id, message)
 

@@ -60,6 +60,9 @@ class GatewaySettings(ServiceSettings):
     client_read_timeout_s: float = Field(default=30.0, gt=0)
     """A frame the client's connection does not take for this long (it stopped reading): closed with
     1013."""
+    resume_window_s: float = Field(default=15.0, ge=0, le=300)
+    """A client whose connection drops may resume its session within this long (0: never); after it the
+    session ends and everything it had in Redis is deleted."""
     shutdown_grace_s: float = 20.0
     economy: bool = False
     """Economy mode for every session unless it turns it off (`session.update`): shorter replies, a

@@ -45,6 +45,12 @@ export function tokenProtocols(token) {
   return token ? [SUBPROTOCOL, `token.${token}`] : [];
 }
 
+/** The subprotocols of a connection: the token's, and the key of a session to resume after a drop. */
+export function sessionProtocols(token, resumeKey) {
+  if (!resumeKey) return tokenProtocols(token);
+  return [...(token ? tokenProtocols(token) : [SUBPROTOCOL]), `resume.${resumeKey}`];
+}
+
 const text = (value) => (typeof value === "string" ? value : "");
 const number = (value) => (typeof value === "number" && Number.isFinite(value) ? value : null);
 
@@ -53,7 +59,10 @@ export function decodeEvent(wire) {
   const turnId = number(wire.turn_id);
   switch (wire.type) {
     case "session.started":
-      return { kind: "sessionStarted", sessionId: text(wire.session_id), outputSampleRate: number(wire.output_sample_rate) };
+      return {
+        kind: "sessionStarted", sessionId: text(wire.session_id), outputSampleRate: number(wire.output_sample_rate),
+        turnId: number(wire.turn_id) ?? 0, resume: text(wire.resume) || null, resumed: wire.resumed === true,
+      };
     case "session.updated":
       return { kind: "sessionUpdated", session: wire.session ?? {} };
     case "speech.started":
@@ -88,6 +97,8 @@ function closeReason(event, everStarted) {
       return { reason: "ended", retry: false, detail: event.reason };
     case 1008:
       if (TOKEN_PROBLEMS.includes(event.reason)) return { reason: "auth", retry: false, detail: event.reason };
+      // The session could not be resumed (its window was over): the next attempt starts a new one.
+      if (event.reason === "resume failed") return { reason: "lost", retry: true, detail: event.reason };
       return { reason: "origin", retry: false, detail: event.reason };
     case 1009:
       return { reason: "too-big", retry: false, detail: event.reason };
@@ -126,11 +137,13 @@ export class RealtimeClient {
     this.framesDropped = 0;
     this.latestTurn = 0; // the newest turn announced by the server
     this.audioTurn = null; // the turn whose reply audio is arriving, if any
+    this.resumeKey = null; // the session's key to resume it with after a drop (a secret: never shown)
   }
 
   connect() {
     this.closing = false;
     this.attempt = 0;
+    this.resumeKey = null;
     this.open();
   }
 
@@ -142,7 +155,8 @@ export class RealtimeClient {
     this.handlers.onStatus(this.attempt ? { state: "reconnecting", attempt: this.attempt, of: RETRY_DELAYS_MS.length } : { state: "connecting" });
     let ws;
     try {
-      ws = new WebSocket(this.url, tokenProtocols(this.token));
+      // Reconnecting after a drop resumes the session (docs/protocol.md#resuming-a-session).
+      ws = new WebSocket(this.url, sessionProtocols(this.token, this.attempt ? this.resumeKey : null));
     } catch (error) {
       this.handlers.onStatus({ state: "failed", reason: "bad-url", detail: String(error) });
       return;
@@ -185,6 +199,8 @@ export class RealtimeClient {
         this.everStarted = true;
         this.attempt = 0;
         this.tokenRenewed = false;
+        this.resumeKey = event.resume;
+        this.latestTurn = event.turnId ?? 0;
         break;
       case "speechStarted":
         this.latestTurn = Math.max(this.latestTurn, turn ?? 0);
@@ -223,6 +239,7 @@ export class RealtimeClient {
       return;
     }
     const why = closeReason(event, this.everStarted);
+    if (event.code === 1008 && event.reason === "resume failed") this.resumeKey = null;
     this.handlers.onWire("in", "(closed)", `code ${event.code}${event.reason ? `: ${event.reason}` : ""}`);
     if (why.reason === "auth" && this.getToken !== null && !this.tokenRenewed) {
       this.tokenRenewed = true;
@@ -317,7 +334,8 @@ export function describe(wire) {
   const parts = [];
   for (const [key, value] of Object.entries(wire)) {
     if (key === "type") continue;
-    parts.push(`${key}=${JSON.stringify(value)}`);
+    // A session's resume key is a secret: the event log shows that there is one, never the key.
+    parts.push(key === "resume" ? "resume=***" : `${key}=${JSON.stringify(value)}`);
   }
   return parts.join(" ");
 }
