@@ -208,15 +208,15 @@ class OpenAIRealtimeSession(GatewaySession):
                 "Error committing input audio buffer: buffer too small. Expected at least "
                 f"{MIN_COMMIT_MS}ms of audio, but buffer only has {held_ms:.2f}ms of audio.",
             )  # fmt: skip
-        awaited = self._frame_seq if self.config.turn_detection is None else self._open_utterance
+        awaited = self.frame_seq if self.config.turn_detection is None else self._open_utterance
         self._buffered, self._open_utterance, self._committing = 0, None, awaited
         await self._to_asr(InputBuffer, action="commit")
 
     async def _to_asr(self, kind: type[BusMessage], **fields: Any) -> None:
         """A control message on the session's audio stream, numbered with its frames (a commit's transcript
         is the utterance of that number)."""
-        message = kind(session_id=self.session_id, turn_id=self.turn, seq=self._frame_seq, **fields)
-        self._frame_seq += 1
+        message = kind(session_id=self.session_id, turn_id=self.turn, seq=self.frame_seq, **fields)
+        self.frame_seq += 1
         await self.bus.send_to_session(keys.audio_in(self.session_id), cast(Message, message))
 
     async def _on_bus(self, message: Message) -> None:
