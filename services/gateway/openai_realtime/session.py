@@ -35,6 +35,7 @@ from services.gateway.openai_realtime.config import AUDIO_RATE, SessionConfig
 from services.gateway.openai_realtime.items import audio_ms
 from services.gateway.openai_realtime.server_events import error_event, new_id, server_event
 from services.gateway.openai_realtime.translator import Translator
+from services.gateway.openai_realtime.user_input import UserInput
 from services.gateway.openai_realtime.wire import OpenAIWire
 from services.gateway.playback import ReplyTrack
 from services.gateway.session import GatewaySession
@@ -44,22 +45,7 @@ from shared.audio import ASR_SAMPLE_RATE, StreamResampler
 from shared.bus import Bus
 from shared.history import HistoryEntry
 from shared.metrics import GATEWAY_CLIENT_ERRORS
-from shared.schema import (
-    AsrOptions,
-    BusMessage,
-    ClientTool,
-    FunctionCall,
-    InputBuffer,
-    Message,
-    ReplyRequested,
-    ReplyUsage,
-    SpeechStarted,
-    TranscriptFinal,
-    TranscriptSpeculative,
-)
-
-MIN_COMMIT_MS = 100
-"""The API's smallest input buffer a client may commit."""
+from shared.schema import ClientTool, FunctionCall, Message, ReplyRequested, ReplyUsage
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,23 +72,14 @@ class OpenAIRealtimeSession(GatewaySession):
         self._wire = wire
         self._resampler = StreamResampler(AUDIO_RATE, ASR_SAMPLE_RATE)
         self._input_bytes = 0
-        self._pending_text: list[str] = []
-        """User text items not answered yet: the next `response.create` answers them."""
+        self.unanswered: list[str] = []
+        """Words not answered yet (text items, committed speech): the next `response.create` answers them."""
         self._pending_history: list[HistoryEntry] = []
         """Items for the history before the next reply (function calls and outputs, assistant text)."""
         self._next_reply: _ReplyPlan | None = None
         self._calls_sent: dict[str, None] = {}
         """Function calls already given to the client, by call id (a retried reply sends them again)."""
-        self._asr_options = self.config.asr_options()
-        """What the ASR was last told (its own settings until the client changes turn detection)."""
-        self._buffered = 0
-        """Push-to-talk: bytes of 24 kHz audio appended since the last commit or clear."""
-        self._open_utterance: int | None = None
-        """Server VAD: the utterance the ASR is hearing (the input buffer holds speech), if any."""
-        self._committing: int | None = None
-        """A commit's transcript is on its way: the utterance it ends with (or a later one)."""
-        self._deferred: ResponseCreate | None = None
-        """A `response.create` sent after a commit, answered once the committed words are known."""
+        self.input = UserInput(self)
 
     async def run(self) -> None:
         """Serve the session; a client of the beta protocol is told so and closed before anything starts."""
@@ -143,24 +120,21 @@ class OpenAIRealtimeSession(GatewaySession):
         if isinstance(event, SessionUpdate):
             self.config.apply(event)
             self.instructions = self.config.instructions
-            await self._tell_asr()
+            await self.input.configure()
             await self._emit(server_event("session.updated", session=self.config.as_dict()))
         elif isinstance(event, AudioAppend):
             pass  # an empty append
         elif isinstance(event, AudioCommit):
-            await self._commit_input()
+            await self.input.commit()
         elif isinstance(event, AudioClear):
-            self._buffered, self._open_utterance = 0, None
-            await self._to_asr(InputBuffer, action="clear")
+            await self.input.clear()
             await self._emit(server_event("input_audio_buffer.cleared"))
         elif isinstance(event, ItemCreate):
             await self._add_item(event)
         elif isinstance(event, ItemTruncate):
             await self._truncate(event)
         elif isinstance(event, ResponseCreate):
-            if self._committing is not None:
-                self._deferred = event  # the API answers what was committed before: wait for its words
-            else:
+            if not self.input.defer(event):  # after a commit: answered once its words are known
                 await self._respond(event)
         elif isinstance(event, ResponseCancel):
             if not self.replying:
@@ -175,87 +149,22 @@ class OpenAIRealtimeSession(GatewaySession):
 
     async def _append(self, pcm24: bytes) -> None:
         self._input_bytes += len(pcm24)
-        self._buffered += len(pcm24)
+        self.input.appended(len(pcm24))
         pcm = self._resampler.process(pcm24)
         limit = self.settings.max_frame_bytes
         for start in range(0, len(pcm), limit):
             await self._on_audio(pcm[start : start + limit])
 
-    # ---- turn detection and the input buffer: in-band messages on the ASR's audio stream
-
-    async def _tell_asr(self) -> None:
-        """Tell the ASR when turn detection changed (in order with the audio: from this point on)."""
-        options = self.config.asr_options()
-        if options == self._asr_options:
-            return
-        if not options[0]:
-            self._buffered, self._open_utterance = 0, None
-        self._asr_options = options
-        await self._to_asr(AsrOptions, turn_detection=options[0], max_silence_ms=options[1])
-
-    async def _commit_input(self) -> None:
-        """End the user's utterance now: the ASR transcribes it and the transcript commits the item (and
-        answers it when server VAD would). Push-to-talk commits all audio since the last commit or clear;
-        with turn detection on, the buffer is the speech the ASR is hearing."""
-        if self.config.turn_detection is None:
-            held_ms = audio_ms(self._buffered)
-            empty = held_ms < MIN_COMMIT_MS
-        else:
-            held_ms, empty = 0, self._open_utterance is None
-        if empty:
-            raise ProtocolError(
-                "input_audio_buffer_commit_empty",
-                "Error committing input audio buffer: buffer too small. Expected at least "
-                f"{MIN_COMMIT_MS}ms of audio, but buffer only has {held_ms:.2f}ms of audio.",
-            )  # fmt: skip
-        awaited = self.frame_seq if self.config.turn_detection is None else self._open_utterance
-        self._buffered, self._open_utterance, self._committing = 0, None, awaited
-        await self._to_asr(InputBuffer, action="commit")
-
-    async def _to_asr(self, kind: type[BusMessage], **fields: Any) -> None:
-        """A control message on the session's audio stream, numbered with its frames (a commit's transcript
-        is the utterance of that number)."""
-        message = kind(session_id=self.session_id, turn_id=self.turn, seq=self.frame_seq, **fields)
-        self.frame_seq += 1
-        await self.bus.send_to_session(keys.audio_in(self.session_id), cast(Message, message))
-
     async def _on_bus(self, message: Message) -> None:
-        """As the native session, but a turn the session is not to answer by itself (turn detection off, or
-        `create_response: false`) only commits the user's item: `response.create` answers it."""
-        if isinstance(message, SpeechStarted):
-            self._open_utterance = message.utterance
-        elif isinstance(message, TranscriptFinal):
-            if self._open_utterance is not None and message.utterance >= self._open_utterance:
-                self._open_utterance = None
-            if not self.config.auto_response:
-                await self._committed(message)
-            else:
-                await super()._on_bus(message)
-            if self._committing is not None and message.utterance >= self._committing:
-                self._committing = None
-                await self._respond_deferred()
-            return
-        elif isinstance(message, TranscriptSpeculative) and not self.config.auto_response:
-            return  # no reply starts before the client asks for one
-        await super()._on_bus(message)
+        await self.input.relay(message, super()._on_bus)
 
-    async def _respond_deferred(self) -> None:
-        event, self._deferred = self._deferred, None
-        if event is None:
-            return
+    async def respond_now(self, event: ResponseCreate) -> None:
+        """Answer a `response.create` that waited for a commit's words (an error if it cannot be)."""
         try:
             await self._respond(event)
         except ProtocolError as exc:
             exc.event_id = exc.event_id or event.event_id
             await self._refuse(exc)
-
-    async def _committed(self, final: TranscriptFinal) -> None:
-        text = final.text.strip()
-        if not text and self.config.turn_detection is not None:
-            return  # a sound with no words: no item, as natively
-        if text:
-            self._pending_text.append(text)
-        await self.send({"type": "openai.committed", "turn_id": self.turn, "text": text})
 
     async def _add_item(self, event: ItemCreate) -> None:
         item, turn = event.item, self.turn
@@ -272,7 +181,7 @@ class OpenAIRealtimeSession(GatewaySession):
             kind = "input_text" if item.role == "user" else "output_text"
             full |= {"type": "message", "role": item.role, "content": [{"type": kind, "text": text}]}
             if item.role == "user":
-                self._pending_text.append(text)
+                self.unanswered.append(text)
             else:
                 self._pending_history.append(HistoryEntry(role="assistant", text=text, turn_id=turn))
         elif isinstance(item, FunctionCallItem):
@@ -319,7 +228,7 @@ class OpenAIRealtimeSession(GatewaySession):
         self._next_reply = _ReplyPlan(
             self.config.offered_tools(options.tools, options.tool_choice), instructions
         )
-        text, self._pending_text = " ".join(self._pending_text), []
+        text, self.unanswered = " ".join(self.unanswered), []
         await self.conversation.typed(text, time.time())
         await self.send(
             {"type": "openai.response", "turn_id": self.turn, "output_modalities": options.output_modalities}
@@ -341,9 +250,9 @@ class OpenAIRealtimeSession(GatewaySession):
         plan = self._next_reply or _ReplyPlan(self.config.offered_tools(), self.config.instructions)
         self._next_reply = None
         history = self._pending_history + [
-            HistoryEntry(role="user", text=pending, turn_id=self.turn) for pending in self._pending_text
+            HistoryEntry(role="user", text=pending, turn_id=self.turn) for pending in self.unanswered
         ]
-        self._pending_history, self._pending_text = [], []
+        self._pending_history, self.unanswered = [], []
         await self.commit(history)
         self._speech_ended_at = {work_id: speech_ended_at}
         if self.usage.budget_reached and self.settings.budget_action == "refuse":
