@@ -117,13 +117,15 @@ class SessionTranscriber:
         self._checkpointed: bytes | None = None
         self._default_silence_ms = endpointer.config.min_silence_ms
         self._held: bytearray | None = None
+        self._options: AsrOptions | None = None
+        """The session's options (None: the ASR's own settings), saved with each checkpoint."""
         """Push-to-talk (`AsrOptions.turn_detection` false): the audio since the last commit or clear."""
 
     async def run(self) -> None:
         """Transcribe until SessionClosed; resumes from the checkpoint of a previous owner."""
         start = await self.bus.redis.get(keys.asr_checkpoint(self.session_id)) or b"0-0"
         if (saved := await self.bus.redis.get(keys.asr_options(self.session_id))) is not None:
-            self._configure(AsrOptions.model_validate_json(saved))  # a previous owner's
+            self._configure(AsrOptions.model_validate_json(saved))  # in force at the checkpoint
         tail = StreamTail(self.bus, keys.audio_in(self.session_id), label="audio_in", last_id=start)
         try:
             async with asyncio.TaskGroup() as group:
@@ -185,7 +187,6 @@ class SessionTranscriber:
     # ---- control messages (services/gateway/openai_realtime: `turn_detection`, input_audio_buffer.*)
 
     async def _apply_options(self, options: AsrOptions) -> None:
-        await self.bus.redis.set(keys.asr_options(self.session_id), options.model_dump_json(), ex=3600)
         was_held = self._held
         if not options.turn_detection and was_held is None and (ended := self.endpointer.end_now()):
             await self._on_event(options.seq, ended)  # turning detection off ends the utterance heard so far
@@ -196,6 +197,7 @@ class SessionTranscriber:
             await self._hear([frame])
 
     def _configure(self, options: AsrOptions) -> None:
+        self._options = options
         silence = options.max_silence_ms
         self.endpointer.set_min_silence(
             self._default_silence_ms if silence is None else max(MIN_SILENCE_MS, silence)
@@ -359,7 +361,11 @@ class SessionTranscriber:
             return
         self._last_checkpoint = now
         self._checkpointed = self._last_read
-        await self.bus.redis.set(keys.asr_checkpoint(self.session_id), self._last_read, ex=3600)
+        async with self.bus.redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.asr_checkpoint(self.session_id), self._last_read, ex=3600)
+            if self._options is not None:  # in force there: a new owner replays later ones from the stream
+                pipe.set(keys.asr_options(self.session_id), self._options.model_dump_json(), ex=3600)
+            await pipe.execute()
 
     def _wall_time(self, stream_ms: int) -> float:
         """Wall-clock time of a position in the session's audio: it is fed in real time, so the audio at

@@ -53,10 +53,11 @@ class Buffer:
 
 
 async def _run(
-    bus: Bus, session: str, script: list[bytes | Options | Buffer], *, min_silence_ms: int
+    bus: Bus, session: str, script: list[bytes | Options | Buffer], *, min_silence_ms: int, close: bool = True
 ) -> list[tuple[int, Message]]:
     """Send the script as the gateway does (audio in 20 ms frames, in real time; control messages in
-    between, numbered with the frames); returns (seq of the last thing sent when it arrived, message)."""
+    between, numbered with the frames); returns (seq of the last thing sent when it arrived, message).
+    Without `close` the transcriber is stopped as a replica that dies is (no SessionClosed)."""
     config = EndpointerConfig(min_silence_ms=min_silence_ms)
     transcriber = SessionTranscriber(bus, session, LengthRecognizer(), Endpointer(SileroDetector(), config))
     out = StreamTail(bus, keys.session_out(session), label="test", block_ms=20)
@@ -74,7 +75,7 @@ async def _run(
 
     try:
         async with asyncio.TaskGroup() as group:
-            group.create_task(transcriber.run())
+            running = group.create_task(transcriber.run())
             watcher = group.create_task(watch())
             for item in script:
                 if isinstance(item, Options):
@@ -95,6 +96,10 @@ async def _run(
                     )
                     await asyncio.sleep(0.02)
             await asyncio.sleep(0.3)  # the last transcription
+            if not close:
+                running.cancel()
+                watcher.cancel()
+                return seen
             await bus.send_to_session(
                 keys.audio_in(session), SessionClosed(session_id=session, turn_id=0, seq=0)
             )
@@ -189,9 +194,15 @@ async def test_turning_detection_on_again_hears_what_was_held(bus: Bus) -> None:
 
 
 async def test_a_replica_that_takes_the_session_over_keeps_its_options(bus: Bus) -> None:
+    """The options in force at the checkpoint are saved with it: a new owner resumes there with them."""
     session = "options-kept"
-    kept = AsrOptions(session_id=session, turn_id=0, seq=0, turn_detection=False)
-    await bus.redis.set(keys.asr_options(session), kept.model_dump_json())
     speech = synthesize_speech("What is the capital of France?")
-    seen = await _run(bus, session, [speech + silence(1500, RATE)], min_silence_ms=300)
-    assert not _finals(seen), "push-to-talk: nothing ends without a commit"
+    first: list[bytes | Options | Buffer] = [Options(turn_detection=False), speech, Buffer("commit")]
+    seen = await _run(bus, session, first, min_silence_ms=300, close=False)  # then the replica dies
+    before = _finals(seen)
+    assert len(before) == 1
+    second = silence(200, RATE) + speech + silence(1500, RATE)
+    seen = await _run(bus, session, [second, Buffer("commit")], min_silence_ms=300)
+    got = [m for m in _finals(seen) if m not in before]  # the output stream is read from its start
+    assert len(got) == 1, "push-to-talk still: nothing ended on the silence, the commit did"
+    assert _transcribed_bytes(got[0]) == len(second), "from the checkpoint on: nothing heard twice"
