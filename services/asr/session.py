@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.asr.endpointer import (
+    SAMPLE_RATE,
     Endpointer,
     EndpointerEvent,
     SpeechEnded,
@@ -66,7 +67,8 @@ MIN_SILENCE_MS = 100
 """A session may not end utterances on less silence than this (`AsrOptions.max_silence_ms`)."""
 MAX_HELD_S = 120
 """Push-to-talk: at most this much audio is held for the next commit (the oldest is dropped beyond it)."""
-_HELD_BYTES = MAX_HELD_S * 16_000 * 2
+_BYTES_PER_MS = SAMPLE_RATE * 2 // 1000
+_HELD_BYTES = MAX_HELD_S * 1000 * _BYTES_PER_MS
 
 TurnJudge = Callable[[str, bytes], Awaitable[bool]]
 """Is the turn complete, given the transcript of the audio up to a pause and that audio?"""
@@ -213,7 +215,7 @@ class SessionTranscriber:
             if command.action == "commit":
                 audio, self._held = bytes(self._held), bytearray()
                 at_ms = self.endpointer.position_ms
-                held = SpeechEnded(audio=audio, start_ms=at_ms, end_ms=at_ms + len(audio) // 32)
+                held = SpeechEnded(audio=audio, start_ms=at_ms, end_ms=at_ms + len(audio) // _BYTES_PER_MS)
                 self._pending_utterances += 1
                 await self._utterances.put(_Utterance(command.seq, held, time.time(), None))
             else:
