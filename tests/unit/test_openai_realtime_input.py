@@ -159,5 +159,10 @@ async def test_with_create_response_false_a_turn_is_committed_and_no_reply_start
     await user_input.relay(speculative, native)
     await user_input.relay(_final(7, text=""), native)  # a cough: no item
     assert native.got == [] and session.events == []
+    started = SpeechStarted(session_id="s1", turn_id=3, seq=1, at_ms=0, utterance=9)
+    await user_input.relay(started, native)
+    assert native.got == [started], "speech is heard (and cuts a response) as natively"
+    session.turn = 5  # the user spoke again before the transcript came
     await user_input.relay(_final(9), native)
-    assert [e["type"] for e in session.events] == ["openai.committed"] and session.unanswered
+    assert [(e["type"], e["turn_id"]) for e in session.events] == [("openai.committed", 3)], "its own item"
+    assert session.unanswered == ["What is the capital of France?"]

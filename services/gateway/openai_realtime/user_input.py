@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from services.gateway.openai_realtime.client_events import ProtocolError, ResponseCreate
-from services.gateway.openai_realtime.items import audio_ms
+from services.gateway.openai_realtime.items import audio_ms, bound
 from shared import keys
 from shared.schema import (
     AsrOptions,
@@ -49,6 +49,9 @@ class UserInput:
         """A `response.create` sent after a commit, answered once the committed words are known."""
         self._last_final = -1
         """The newest utterance whose transcript came (an ASR replica taking over may send one again)."""
+        self._turn_of: dict[int, int] = {}
+        """The turn each recent utterance opened: its item is that turn's (the user may speak again before
+        the transcript comes)."""
 
     def appended(self, pcm24_bytes: int) -> None:
         """Microphone audio went to the ASR."""
@@ -103,9 +106,13 @@ class UserInput:
         auto = self.config.auto_response
         if isinstance(message, SpeechStarted):
             self._open_utterance = message.utterance
-        elif isinstance(message, TranscriptSpeculative) and not auto:
+            await native(message)
+            self._turn_of[message.utterance] = self.session.turn
+            bound(self._turn_of)
+            return
+        if isinstance(message, TranscriptSpeculative) and not auto:
             return  # no reply starts before the client asks for one
-        elif isinstance(message, TranscriptFinal):
+        if isinstance(message, TranscriptFinal):
             if self._open_utterance is not None and message.utterance >= self._open_utterance:
                 self._open_utterance = None
             if not auto:
@@ -128,7 +135,8 @@ class UserInput:
             return  # a sound with no words: no item, as natively
         if text:
             self.session.unanswered.append(text)
-        await self.session.send({"type": "openai.committed", "turn_id": self.session.turn, "text": text})
+        turn = self._turn_of.pop(final.utterance, self.session.turn)
+        await self.session.send({"type": "openai.committed", "turn_id": turn, "text": text})
 
     async def _to_asr(self, kind: type[BusMessage], **fields: Any) -> None:
         """A control message on the session's audio stream, numbered with its frames (a commit's transcript
