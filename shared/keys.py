@@ -57,6 +57,11 @@ def reply_said(session_id: str, turn_id: int, request: str) -> str:
     return f"{PREFIX}:llm:said:{{{session_id}}}:{turn_id}:{request}"
 
 
+def asr_options(session_id: str) -> str:
+    """The session's latest `AsrOptions` (JSON), kept by its ASR owner for a replica that takes over."""
+    return f"{PREFIX}:asr:options:{{{session_id}}}"
+
+
 def usage(session_id: str) -> str:
     """The session's usage totals (a hash: tokens, tool calls, audio seconds), written by the gateway."""
     return f"{PREFIX}:usage:{{{session_id}}}"
@@ -82,6 +87,7 @@ def session_keys(session_id: str) -> list[str]:
         history(session_id),
         asr_checkpoint(session_id),
         asr_utterance(session_id),
+        asr_options(session_id),
         usage(session_id),
         usage_turns(session_id),
         session_record(session_id),

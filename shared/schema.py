@@ -44,6 +44,28 @@ class SessionClosed(BusMessage):
     kind: Literal["session.closed"] = "session.closed"
 
 
+class AsrOptions(BusMessage):
+    """Gateway → ASR (per-session stream, in order with the audio): how this session's utterances end from
+    this point of its audio on (OpenAI Realtime clients' `turn_detection`). The ASR's own settings hold until
+    a session sends one."""
+
+    kind: Literal["asr.options"] = "asr.options"
+    turn_detection: bool = True
+    """False (push-to-talk): no voice activity detection at all; the audio is buffered until an
+    `InputBuffer` commit (or clear)."""
+    max_silence_ms: int | None = Field(default=None, ge=0, le=10_000)
+    """The longest silence that ends an utterance (the turn model may still end a finished question at the
+    first pause); None: the ASR's own setting."""
+
+
+class InputBuffer(BusMessage):
+    """Gateway → ASR (per-session stream, in order with the audio): `commit` ends the utterance in progress
+    now (push-to-talk: transcribes everything buffered since the last commit or clear), `clear` drops it."""
+
+    kind: Literal["input.buffer"] = "input.buffer"
+    action: Literal["commit", "clear"]
+
+
 class SpeechStarted(BusMessage):
     """ASR → gateway: the user started talking (the gateway opens a new turn, which cancels the old)."""
 
@@ -203,6 +225,8 @@ Message: TypeAlias = Annotated[
     SessionOpened
     | AudioFrame
     | SessionClosed
+    | AsrOptions
+    | InputBuffer
     | SpeechStarted
     | SpeechSustained
     | TranscriptPartial

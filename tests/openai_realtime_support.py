@@ -85,7 +85,13 @@ class Client:
 
     def say(self, text: str) -> None:
         """Speak `text` (the bundled piper voice) into the microphone, after what is queued."""
+        self.mic_idle.clear()
         self._speech.put_nowait(synthesize_speech(text, RATE))
+
+    def pause(self, duration_ms: int) -> None:
+        """Silence of `duration_ms` after what is queued (`mic_idle` waits for it too)."""
+        self.mic_idle.clear()
+        self._speech.put_nowait(silence(duration_ms, RATE))
 
     async def wait_for(
         self, predicate: Callable[[RealtimeServerEvent], bool], *, after: int = 0, timeout_s: float = 90

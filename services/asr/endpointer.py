@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum, auto
 from typing import Protocol
 
@@ -133,6 +133,30 @@ class Endpointer:
         self._window_bytes = detector.window_samples * _BYTES_PER_SAMPLE
         self._pre_roll_bytes = _samples(self._config.pre_roll_ms) * _BYTES_PER_SAMPLE
         self.reset()
+
+    @property
+    def config(self) -> EndpointerConfig:
+        """The thresholds and durations in force."""
+        return self._config
+
+    def set_min_silence(self, min_silence_ms: int) -> None:
+        """End utterances after this much silence from now on (an utterance in progress included)."""
+        self._config = replace(self._config, min_silence_ms=min_silence_ms)
+
+    def end_now(self) -> SpeechEnded | None:
+        """End the utterance in progress here, with all its audio so far (a client committed it); None
+        outside one. Speech not yet confirmed is left to go on."""
+        if self._state is not _State.SPEECH:
+            return None
+        return self._finish(self._position)
+
+    def discard(self) -> None:
+        """Drop the utterance in progress and any speech not yet confirmed (a client cleared its input);
+        positions go on, and the next speech starts a new utterance."""
+        self._state = _State.SILENCE
+        self._audio = bytearray()
+        self._audio_start = self._position
+        self._end_requested = -1
 
     @property
     def in_speech(self) -> bool:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.asr.endpointer import (
+    SAMPLE_RATE,
     Endpointer,
     EndpointerEvent,
     SpeechEnded,
@@ -31,7 +32,9 @@ from shared.metrics import (
     MESSAGES_DROPPED,
 )
 from shared.schema import (
+    AsrOptions,
     AudioFrame,
+    InputBuffer,
     Message,
     ServiceError,
     SessionClosed,
@@ -62,6 +65,13 @@ _CHECKPOINT_EVERY_S = 0.5
 # Clients stream microphone audio all the time, and the gateway closes a socket idle for 300 s: a session
 # with no audio for longer has lost its gateway (a crash leaves no SessionClosed) and is given up.
 SESSION_IDLE_TIMEOUT_S = 360.0
+
+MIN_SILENCE_MS = 100
+"""A session may not end utterances on less silence than this (`AsrOptions.max_silence_ms`)."""
+MAX_HELD_S = 120
+"""Push-to-talk: at most this much audio is held for the next commit (the oldest is dropped beyond it)."""
+_BYTES_PER_MS = SAMPLE_RATE * 2 // 1000
+_HELD_BYTES = MAX_HELD_S * 1000 * _BYTES_PER_MS
 
 TurnJudge = Callable[[str, bytes], Awaitable[bool]]
 """Is the turn complete, given the transcript of the audio up to a pause and that audio?"""
@@ -112,6 +122,11 @@ class SessionTranscriber:
         self._checkpointed: bytes | None = None
         self._announced = -1  # the previous owner's newest utterance, until this owner's first one
         self._next_frame: int | None = 0  # the seq the next audio frame should have (None: not known yet)
+        self._default_silence_ms = endpointer.config.min_silence_ms
+        self._held: bytearray | None = None
+        self._options: AsrOptions | None = None
+        """The session's options (None: the ASR's own settings), saved with each checkpoint."""
+        """Push-to-talk (`AsrOptions.turn_detection` false): the audio since the last commit or clear."""
 
     async def run(self) -> None:
         """Transcribe until SessionClosed; resumes from the checkpoint of a previous owner."""
@@ -120,6 +135,8 @@ class SessionTranscriber:
         self._announced = int(announced) if announced is not None else -1
         if start != b"0-0":
             self._next_frame = None  # resuming: the next frame's seq is wherever the checkpoint was
+        if (saved := await self.bus.redis.get(keys.asr_options(self.session_id))) is not None:
+            self._configure(AsrOptions.model_validate_json(saved))  # in force at the checkpoint
         tail = StreamTail(self.bus, keys.audio_in(self.session_id), label="audio_in", last_id=start)
         try:
             async with asyncio.TaskGroup() as group:
@@ -144,15 +161,22 @@ class SessionTranscriber:
                     ServiceError, code="session_failed", message="no audio arrived for too long"
                 )
                 return
-            audio = [(d.entry_id, d.message) for d in deliveries if isinstance(d.message, AudioFrame)]
-            self._count_gaps([frame for _, frame in audio])
-            if audio:
-                # Silero takes ~0.07 ms a window; still, model calls stay off the event loop.
-                for entry_id, seq, event in await asyncio.to_thread(self._feed, audio):
-                    await self._on_event(seq, event, entry_id)
-                self._maybe_partial()
-            if any(isinstance(d.message, SessionClosed) for d in deliveries):
-                return
+            self._count_gaps([d.message for d in deliveries if isinstance(d.message, AudioFrame)])
+            audio: list[tuple[bytes, AudioFrame]] = []
+            for delivery in deliveries:
+                message = delivery.message
+                if isinstance(message, AudioFrame):
+                    audio.append((delivery.entry_id, message))
+                    continue
+                await self._hear(audio)  # control messages act at their place in the audio
+                audio = []
+                if isinstance(message, SessionClosed):
+                    return
+                if isinstance(message, AsrOptions):
+                    await self._apply_options(message, delivery.entry_id)
+                elif isinstance(message, InputBuffer):
+                    await self._on_buffer(message, delivery.entry_id)
+            await self._hear(audio)
             if deliveries:
                 self._last_read = deliveries[-1].entry_id
             await self._maybe_checkpoint()
@@ -165,6 +189,65 @@ class SessionTranscriber:
                 MESSAGES_DROPPED.labels(reason="audio_gap").inc(frame.seq - self._next_frame)
                 log.warning("audio frames lost", extra={"session_id": self.session_id})
             self._next_frame = frame.seq + 1
+
+    async def _hear(self, audio: list[tuple[bytes, AudioFrame]]) -> None:
+        if not audio:
+            return
+        if self._held is not None:
+            for _, frame in audio:
+                self._held += frame.audio
+            if len(self._held) > _HELD_BYTES:
+                log.warning("push-to-talk audio over its bound", extra={"session_id": self.session_id})
+                del self._held[: len(self._held) - _HELD_BYTES]
+            return
+        # Silero takes ~0.07 ms a window; still, model calls stay off the event loop.
+        for entry_id, seq, event in await asyncio.to_thread(self._feed, audio):
+            await self._on_event(seq, event, entry_id)
+        self._maybe_partial()
+
+    # ---- control messages (services/gateway/openai_realtime: `turn_detection`, input_audio_buffer.*)
+
+    async def _apply_options(self, options: AsrOptions, entry_id: bytes) -> None:
+        was_held = self._held
+        if not options.turn_detection and was_held is None and (ended := self.endpointer.end_now()):
+            await self._on_event(options.seq, ended, entry_id)  # turning detection off ends the utterance
+        self._configure(options)
+        if options.turn_detection and was_held:
+            # Turning detection on: what was held is heard now, as if it had just arrived.
+            frame = AudioFrame(session_id=self.session_id, turn_id=0, seq=options.seq, audio=bytes(was_held))
+            await self._hear([(entry_id, frame)])
+
+    def _configure(self, options: AsrOptions) -> None:
+        self._options = options
+        silence = options.max_silence_ms
+        self.endpointer.set_min_silence(
+            self._default_silence_ms if silence is None else max(MIN_SILENCE_MS, silence)
+        )
+        if options.turn_detection:
+            self._held = None
+        elif self._held is None:
+            self._held = bytearray()
+            self._drop_speculation()
+
+    async def _on_buffer(self, command: InputBuffer, entry_id: bytes) -> None:
+        if self._held is not None:
+            if command.action == "commit":
+                audio, self._held = bytes(self._held), bytearray()
+                at_ms = self.endpointer.position_ms
+                held = SpeechEnded(audio=audio, start_ms=at_ms, end_ms=at_ms + len(audio) // _BYTES_PER_MS)
+                self._pending_utterances += 1
+                await self._utterances.put(_Utterance(command.seq, held, time.time(), None, entry_id))
+            else:
+                self._held = bytearray()
+            return
+        if command.action == "commit":
+            if (cut := self.endpointer.end_now()) is not None:
+                await self._on_event(command.seq, cut, entry_id)
+            return
+        pause_ms = self._speculation[0][1] if self._speculation is not None else 0
+        if self._drop_speculation():  # a reply started on the dropped words is void
+            await self._publish(SpeechResumedMessage, utterance=self._utterance, pause_ms=pause_ms)
+        self.endpointer.discard()
 
     def _feed(self, frames: list[tuple[bytes, AudioFrame]]) -> list[tuple[bytes, int, EndpointerEvent]]:
         """Worker thread: run the endpointer frame by frame, noting the frame each event came from."""
@@ -308,14 +391,18 @@ class SessionTranscriber:
         """Record how far the audio is fully handled, when no utterance is open or awaiting its text."""
         if self._last_read is None or self._last_read == self._checkpointed:
             return
-        if not self.endpointer.silent or self._pending_utterances:
+        if not self.endpointer.silent or self._pending_utterances or self._held:
             return  # a candidate's first windows are the utterance's start: a new owner must hear them
         now = time.monotonic()
         if throttle and now - self._last_checkpoint < _CHECKPOINT_EVERY_S:
             return
         self._last_checkpoint = now
         self._checkpointed = self._last_read
-        await self.bus.redis.set(keys.asr_checkpoint(self.session_id), self._last_read, ex=3600)
+        async with self.bus.redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.asr_checkpoint(self.session_id), self._last_read, ex=3600)
+            if self._options is not None:  # in force there: a new owner replays later ones from the stream
+                pipe.set(keys.asr_options(self.session_id), self._options.model_dump_json(), ex=3600)
+            await pipe.execute()
 
     def _wall_time(self, stream_ms: int) -> float:
         """Wall-clock time of a position in the session's audio: it is fed in real time, so the audio at

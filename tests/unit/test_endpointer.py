@@ -237,3 +237,45 @@ def test_a_request_to_end_at_a_pause_the_speaker_left_is_ignored() -> None:
 
 def test_speech_ended_repr_leaves_out_the_audio() -> None:
     assert repr(SpeechEnded(audio=b"\0" * 64, start_ms=1, end_ms=2)) == "SpeechEnded(start_ms=1, end_ms=2)"
+
+
+# ---- what a session's control messages do (services/asr/session.py: AsrOptions, InputBuffer)
+
+
+def test_a_new_min_silence_applies_from_then_on_to_the_utterance_in_progress() -> None:
+    pcm = stream(4000)
+    endpointer = Endpointer(ScriptedDetector((500, 1000, 0.9), (1600, 2000, 0.9)))  # a 600 ms pause
+    events = [e for e in endpointer.feed(cut(pcm, 0, 800)) if isinstance(e, SpeechEnded)]
+    endpointer.set_min_silence(1000)
+    events += [e for e in endpointer.feed(cut(pcm, 800, 4000)) if isinstance(e, SpeechEnded)]
+    assert [(e.start_ms, e.end_ms) for e in events] == [(500, 2000)], "the pause stayed inside"
+    assert endpointer.config.min_silence_ms == 1000
+
+
+def test_end_now_cuts_the_utterance_with_all_its_audio_and_speech_goes_on_as_a_new_one() -> None:
+    pcm = stream(3000)
+    endpointer = Endpointer(ScriptedDetector((500, 2000, 0.9)))
+    assert endpointer.end_now() is None, "no utterance yet"
+    endpointer.feed(cut(pcm, 0, 1200))
+    ended = endpointer.end_now()
+    assert ended == SpeechEnded(audio=cut(pcm, 300, 1200), start_ms=500, end_ms=1200)
+    assert not endpointer.in_speech
+    later = endpointer.feed(cut(pcm, 1200, 3000))
+    assert [type(e) for e in later if isinstance(e, SpeechStarted | SpeechEnded)] == [
+        SpeechStarted,
+        SpeechEnded,
+    ]
+    assert isinstance(later[-1], SpeechEnded) and later[-1].audio.startswith(cut(pcm, 1200, 1300))
+
+
+def test_discard_drops_the_utterance_and_positions_go_on() -> None:
+    pcm = stream(3000)
+    endpointer = Endpointer(ScriptedDetector((500, 1000, 0.9), (1800, 2200, 0.9)))
+    endpointer.feed(cut(pcm, 0, 1100))
+    assert endpointer.in_speech
+    endpointer.discard()
+    assert not endpointer.in_speech and endpointer.position_ms == 1100
+    events = endpointer.feed(cut(pcm, 1100, 3000))
+    ended = [e for e in events if isinstance(e, SpeechEnded)]
+    assert [(e.start_ms, e.end_ms) for e in ended] == [(1800, 2200)], "only the speech after the clear"
+    assert ended[0].audio == cut(pcm, 1600, 2350)

@@ -257,10 +257,9 @@ def test_a_session_update_applies_entirely_or_not_at_all() -> None:
     assert config.instructions == "Be brief." and config.transcription is None
     for refused in (
         {"instructions": "Other.", "audio": {"output": {"format": {"type": "audio/pcma"}}}},
-        {"instructions": "Other.", "audio": {"input": {"turn_detection": None}}},
         {"instructions": "Other.", "output_modalities": ["audio", "text"]},
         {"instructions": "Other.", "audio": {"input": {"turn_detection": {"type": "server_vad",
-                                                                          "create_response": False}}}},
+                                                                          "interrupt_response": False}}}},
     ):  # fmt: skip
         with pytest.raises(ProtocolError):
             config.apply(_update(refused))
@@ -268,8 +267,29 @@ def test_a_session_update_applies_entirely_or_not_at_all() -> None:
     config.apply(
         _update({"audio": {"input": {"turn_detection": {"type": "semantic_vad", "eagerness": "low"}}}})
     )
-    assert config.turn_detection["type"] == "semantic_vad"
+    assert config.turn_detection is not None and config.turn_detection["type"] == "semantic_vad"
     strict_event(json.dumps({"type": "session.updated", "event_id": "e", "session": config.as_dict()}))
+
+
+def test_turn_detection_tells_the_asr_how_utterances_end_and_whether_turns_are_answered() -> None:
+    config = SessionConfig(session_id="s", model="m")
+    assert config.asr_options() == (True, None) and config.auto_response, "the ASR's own settings"
+    config.apply(_turns({"type": "server_vad", "silence_duration_ms": 1800}))
+    assert config.asr_options() == (True, 1800) and config.auto_response
+    config.apply(_turns({"type": "server_vad"}))
+    assert config.asr_options() == (True, 500), "the API's default silence"
+    config.apply(_turns({"type": "server_vad", "create_response": False}))
+    assert config.asr_options() == (True, 500) and not config.auto_response
+    config.apply(_turns(None))
+    assert config.asr_options() == (False, None) and not config.auto_response
+    assert config.as_dict()["audio"]["input"]["turn_detection"] is None
+    strict_event(json.dumps({"type": "session.updated", "event_id": "e", "session": config.as_dict()}))
+    config.apply(_turns({"type": "semantic_vad"}))
+    assert config.asr_options() == (True, None) and config.auto_response
+
+
+def _turns(turn_detection: dict[str, Any] | None) -> SessionUpdate:
+    return _update({"audio": {"input": {"turn_detection": turn_detection}}})
 
 
 # ---- fuzzing the parser of untrusted input (as tests/unit/test_fuzz_parsers.py does for the native one)

@@ -34,18 +34,19 @@ def check_format(audio_format: AudioFormat | None, param: str) -> None:
 
 @dataclass
 class SessionConfig:
-    """The session as the client configured it (defaults: audio out, server VAD, transcription on)."""
+    """The session as the client configured it (defaults: audio out, semantic VAD, transcription on)."""
 
     session_id: str
     model: str
     instructions: str = ""
     output_modalities: list[str] = field(default_factory=lambda: ["audio"])
-    turn_detection: dict[str, Any] = field(
+    turn_detection: dict[str, Any] | None = field(
         default_factory=lambda: {
-            "type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500,
-            "create_response": True, "interrupt_response": True, "idle_timeout_ms": None,
+            "type": "semantic_vad", "eagerness": "auto", "create_response": True, "interrupt_response": True
         }
     )  # fmt: skip
+    """Until the client sets it: voxmesh's own turn taking (the turn model judges the words, the ASR's
+    silences bound it), which is what semantic VAD means. None: off (push-to-talk)."""
     transcription: dict[str, Any] | None = field(default_factory=lambda: {"model": "whisper"})
     voice: str | dict[str, Any] = "voxmesh"
     tools: list[FunctionTool] = field(default_factory=list)
@@ -84,6 +85,20 @@ class SessionConfig:
         if session.max_output_tokens is not None:
             self.max_output_tokens = session.max_output_tokens
 
+    @property
+    def auto_response(self) -> bool:
+        """A turn the server detects is answered at once (turn detection on, `create_response` not false)."""
+        return self.turn_detection is not None and bool(self.turn_detection.get("create_response", True))
+
+    def asr_options(self) -> tuple[bool, int | None]:
+        """What the ASR is told (`AsrOptions`): turn detection on, and the longest silence that ends an
+        utterance (server VAD's `silence_duration_ms`; None: the ASR's own settings)."""
+        detection = self.turn_detection
+        if detection is None:
+            return False, None
+        silence = detection.get("silence_duration_ms") if detection["type"] == "server_vad" else None
+        return True, silence
+
     def offered_tools(
         self, override: list[FunctionTool] | None = None, choice: str | None = None
     ) -> list[FunctionTool]:
@@ -118,26 +133,22 @@ class SessionConfig:
         }
 
 
-def _turn_detection(given: TurnDetection | None) -> dict[str, Any]:
-    """Turn detection as voxmesh runs it: always on, always answering, always interruptible."""
+def _turn_detection(given: TurnDetection | None) -> dict[str, Any] | None:
+    """Turn detection as voxmesh runs it: off (push-to-talk), or on and always interruptible."""
     if given is None:
+        return None
+    if given.interrupt_response is False:
         raise ProtocolError(
-            "unsupported_turn_detection",
-            "voxmesh always detects turns on the server (server_vad or semantic_vad); it cannot be off.",
-            param="session.audio.input.turn_detection",
-        )
-    if given.create_response is False or given.interrupt_response is False:
-        raise ProtocolError(
-            "unsupported_turn_detection",
-            "voxmesh always answers a finished turn and always lets speech interrupt a response.",
-            param="session.audio.input.turn_detection",
-        )
+            "unsupported_turn_detection", "voxmesh always lets speech interrupt a response.",
+            param="session.audio.input.turn_detection.interrupt_response",
+        )  # fmt: skip
+    create = given.create_response is not False
     if given.type == "semantic_vad":
-        return {"type": "semantic_vad", "eagerness": given.eagerness or "auto", "create_response": True,
+        return {"type": "semantic_vad", "eagerness": given.eagerness or "auto", "create_response": create,
                 "interrupt_response": True}  # fmt: skip
     return {
         "type": "server_vad", "threshold": given.threshold if given.threshold is not None else 0.5,
         "prefix_padding_ms": given.prefix_padding_ms if given.prefix_padding_ms is not None else 300,
         "silence_duration_ms": given.silence_duration_ms if given.silence_duration_ms is not None else 500,
-        "create_response": True, "interrupt_response": True, "idle_timeout_ms": None,
+        "create_response": create, "interrupt_response": True, "idle_timeout_ms": None,
     }  # fmt: skip

@@ -20,6 +20,7 @@ class UserItem:
     started_ms: int
     partial: str = ""
     stopped: bool = False
+    committed: bool = False
 
 
 @dataclass

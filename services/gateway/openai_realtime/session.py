@@ -35,6 +35,7 @@ from services.gateway.openai_realtime.config import AUDIO_RATE, SessionConfig
 from services.gateway.openai_realtime.items import audio_ms
 from services.gateway.openai_realtime.server_events import error_event, new_id, server_event
 from services.gateway.openai_realtime.translator import Translator
+from services.gateway.openai_realtime.user_input import UserInput
 from services.gateway.openai_realtime.wire import OpenAIWire
 from services.gateway.playback import ReplyTrack
 from services.gateway.session import GatewaySession
@@ -71,13 +72,14 @@ class OpenAIRealtimeSession(GatewaySession):
         self._wire = wire
         self._resampler = StreamResampler(AUDIO_RATE, ASR_SAMPLE_RATE)
         self._input_bytes = 0
-        self._pending_text: list[str] = []
-        """User text items not answered yet: the next `response.create` answers them."""
+        self.unanswered: list[str] = []
+        """Words not answered yet (text items, committed speech): the next `response.create` answers them."""
         self._pending_history: list[HistoryEntry] = []
         """Items for the history before the next reply (function calls and outputs, assistant text)."""
         self._next_reply: _ReplyPlan | None = None
         self._calls_sent: dict[str, None] = {}
         """Function calls already given to the client, by call id (a retried reply sends them again)."""
+        self.input = UserInput(self)
 
     async def run(self) -> None:
         """Serve the session; a client of the beta protocol is told so and closed before anything starts."""
@@ -118,17 +120,22 @@ class OpenAIRealtimeSession(GatewaySession):
         if isinstance(event, SessionUpdate):
             self.config.apply(event)
             self.instructions = self.config.instructions
+            await self.input.configure()
             await self._emit(server_event("session.updated", session=self.config.as_dict()))
-        elif isinstance(event, AudioAppend | AudioCommit):
-            pass  # an empty append; server VAD commits the buffer when the speaker stops (the docs)
+        elif isinstance(event, AudioAppend):
+            pass  # an empty append
+        elif isinstance(event, AudioCommit):
+            await self.input.commit()
         elif isinstance(event, AudioClear):
+            await self.input.clear()
             await self._emit(server_event("input_audio_buffer.cleared"))
         elif isinstance(event, ItemCreate):
             await self._add_item(event)
         elif isinstance(event, ItemTruncate):
             await self._truncate(event)
         elif isinstance(event, ResponseCreate):
-            await self._respond(event)
+            if not self.input.defer(event):  # after a commit: answered once its words are known
+                await self._respond(event)
         elif isinstance(event, ResponseCancel):
             if not self.replying:
                 raise ProtocolError("response_cancel_not_active", "There is no active response to cancel.")
@@ -142,10 +149,22 @@ class OpenAIRealtimeSession(GatewaySession):
 
     async def _append(self, pcm24: bytes) -> None:
         self._input_bytes += len(pcm24)
+        self.input.appended(len(pcm24))
         pcm = self._resampler.process(pcm24)
         limit = self.settings.max_frame_bytes
         for start in range(0, len(pcm), limit):
             await self._on_audio(pcm[start : start + limit])
+
+    async def _on_bus(self, message: Message) -> None:
+        await self.input.relay(message, super()._on_bus)
+
+    async def respond_now(self, event: ResponseCreate) -> None:
+        """Answer a `response.create` that waited for a commit's words (an error if it cannot be)."""
+        try:
+            await self._respond(event)
+        except ProtocolError as exc:
+            exc.event_id = exc.event_id or event.event_id
+            await self._refuse(exc)
 
     async def _add_item(self, event: ItemCreate) -> None:
         item, turn = event.item, self.turn
@@ -162,7 +181,7 @@ class OpenAIRealtimeSession(GatewaySession):
             kind = "input_text" if item.role == "user" else "output_text"
             full |= {"type": "message", "role": item.role, "content": [{"type": kind, "text": text}]}
             if item.role == "user":
-                self._pending_text.append(text)
+                self.unanswered.append(text)
             else:
                 self._pending_history.append(HistoryEntry(role="assistant", text=text, turn_id=turn))
         elif isinstance(item, FunctionCallItem):
@@ -209,7 +228,7 @@ class OpenAIRealtimeSession(GatewaySession):
         self._next_reply = _ReplyPlan(
             self.config.offered_tools(options.tools, options.tool_choice), instructions
         )
-        text, self._pending_text = " ".join(self._pending_text), []
+        text, self.unanswered = " ".join(self.unanswered), []
         await self.conversation.typed(text, time.time())
         await self.send(
             {"type": "openai.response", "turn_id": self.turn, "output_modalities": options.output_modalities}
@@ -231,9 +250,9 @@ class OpenAIRealtimeSession(GatewaySession):
         plan = self._next_reply or _ReplyPlan(self.config.offered_tools(), self.config.instructions)
         self._next_reply = None
         history = self._pending_history + [
-            HistoryEntry(role="user", text=pending, turn_id=self.turn) for pending in self._pending_text
+            HistoryEntry(role="user", text=pending, turn_id=self.turn) for pending in self.unanswered
         ]
-        self._pending_history, self._pending_text = [], []
+        self._pending_history, self.unanswered = [], []
         await self.commit(history)
         self._speech_ended_at = {work_id: speech_ended_at}
         if self.usage.budget_reached and self.settings.budget_action == "refuse":

@@ -112,9 +112,28 @@ class Translator:
     def _final(self, native: dict[str, Any]) -> list[dict[str, Any]]:
         turn, text = int(native["turn_id"]), str(native["text"])
         item = self._users.get(turn)
-        out: list[dict[str, Any]] = []
         if item is None:
             item = self._users[turn] = UserItem(new_id("item"), self._input_ms())
+        out = self._commit(item, text)
+        if turn >= self._latest_turn:
+            out += self._start(turn)  # the reply to this turn follows
+        return out
+
+    def _committed(self, native: dict[str, Any]) -> list[dict[str, Any]]:
+        """A user audio item with no response of its own (the client committed it with turn detection off,
+        or turn detection does not create responses): the speech of this turn, or a new item."""
+        turn, text = int(native["turn_id"]), str(native["text"])
+        item = self._users.get(turn)
+        if item is None or item.committed:
+            item = UserItem(new_id("item"), self._input_ms(), stopped=self.config.turn_detection is None)
+            self._users[turn] = item
+            bound(self._users)
+        return self._commit(item, text)
+
+    def _commit(self, item: UserItem, text: str) -> list[dict[str, Any]]:
+        """The events of a committed user audio item, with its transcript."""
+        out: list[dict[str, Any]] = []
+        item.committed = True
         if not item.stopped:
             item.stopped = True
             out.append(server_event("input_audio_buffer.speech_stopped", audio_end_ms=self._input_ms(),
@@ -134,8 +153,6 @@ class Translator:
                 "conversation.item.input_audio_transcription.completed", item_id=item.id, content_index=0,
                 transcript=text, usage={"type": "duration", "seconds": round(seconds, 3)},
             ))  # fmt: skip
-        if turn >= self._latest_turn:
-            out += self._start(turn)  # the reply to this turn follows
         return out
 
     def _transcription_delta(self, item: UserItem, delta: str) -> dict[str, Any]:
@@ -350,6 +367,7 @@ _HANDLERS: dict[str, Callable[[Translator, dict[str, Any]], list[dict[str, Any]]
     "error": Translator._error,
     "openai.event": Translator._passthrough,
     "openai.response": Translator._response_requested,
+    "openai.committed": Translator._committed,
     "openai.cancel": Translator._cancelled,
     "openai.function_call": Translator._function_call,
     "openai.usage": Translator._usage_ready,
