@@ -51,10 +51,10 @@ def asr_utterance(session_id: str) -> str:
     return f"{PREFIX}:asr:utt:{{{session_id}}}"
 
 
-def reply_said(session_id: str, turn_id: int, request: str) -> str:
-    """The phrases of a reply already sent out (a list), so a replica that takes the reply over goes on
-    after them instead of saying it anew; `request` names the reply request (a digest of it)."""
-    return f"{PREFIX}:llm:said:{{{session_id}}}:{turn_id}:{request}"
+def reply_said(session_id: str) -> str:
+    """The phrases of the session's replies already sent out (a list, each item tagged with its request),
+    so a replica that takes a reply over goes on after them instead of saying it anew."""
+    return f"{PREFIX}:llm:said:{{{session_id}}}"
 
 
 def asr_options(session_id: str) -> str:
@@ -88,6 +88,7 @@ def session_keys(session_id: str) -> list[str]:
         asr_checkpoint(session_id),
         asr_utterance(session_id),
         asr_options(session_id),
+        reply_said(session_id),
         usage(session_id),
         usage_turns(session_id),
         session_record(session_id),

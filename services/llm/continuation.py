@@ -18,15 +18,29 @@ from shared.bus import WORK_QUEUE_RETENTION_S
 from shared.schema import ReplyRequested
 
 SAID_TTL_S = int(WORK_QUEUE_RETENTION_S)
-"""How long a reply's sent phrases are kept: as long as its request may wait in the queue."""
+"""How long a session's sent phrases are kept after the last one: as long as a request may wait in the
+queue (and they go with the session's other keys when it ends)."""
+SAID_KEPT = 500
+"""The session's newest items kept: a reply taken over needs only its own, the latest."""
 _WORD = re.compile(r"\S+")
+_SEP = "\x1f"
 
 
 def said_key(request: ReplyRequested) -> str:
-    """Where the phrases sent for `request` are kept: the same entry delivered again (to another replica,
-    a retry, a requeue) finds them; any other request, even of the same turn, does not."""
+    """The session's list of sent phrases (one per session, so it ends with the session's keys)."""
+    return keys.reply_said(request.session_id)
+
+
+def said_item(request: ReplyRequested, text: str) -> str:
+    """A phrase of `request`'s reply as kept in the list, tagged with the request: the same entry delivered
+    again (to another replica, a retry, a requeue) finds it; any other request, even of the same turn,
+    does not."""
+    return _tag(request) + text
+
+
+def _tag(request: ReplyRequested) -> str:
     digest = hashlib.blake2b(request.model_dump_json().encode(), digest_size=8).hexdigest()
-    return keys.reply_said(request.session_id, request.turn_id, digest)
+    return f"{request.turn_id}:{digest}{_SEP}"
 
 
 REPLY_ENDED = "\x00"
@@ -45,7 +59,9 @@ class Said:
 async def said_so_far(redis: Redis, request: ReplyRequested) -> Said:
     """The phrases of the request's reply that went out before, in order (none for a fresh reply)."""
     raw: Any = await redis.lrange(said_key(request), 0, -1)
-    items = [bytes(item).decode() for item in raw]
+    tag = _tag(request)
+    decoded = (bytes(item).decode() for item in raw)
+    items = [item[len(tag) :] for item in decoded if item.startswith(tag)]
     ended = REPLY_ENDED in items
     return Said([item for item in items if item != REPLY_ENDED], ended)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from services.llm.continuation import REPLY_ENDED, SAID_TTL_S, said_key, said_so_far
+from services.llm.continuation import REPLY_ENDED, SAID_KEPT, SAID_TTL_S, said_item, said_key, said_so_far
 from services.llm.economy import (
     PhraseStats,
     ReplyPlan,
@@ -174,7 +174,8 @@ class LlmService:
         done = ReplyDone(**_ids(request), seq=0, phrase_count=len(reply.spoken))
         async with self.bus.redis.pipeline(transaction=False) as pipe:
             pipe.xadd(keys.session_out(request.session_id), encode(done), maxlen=5_000, approximate=True)  # type: ignore[arg-type]
-            pipe.rpush(said, REPLY_ENDED)
+            pipe.rpush(said, said_item(request, REPLY_ENDED))
+            pipe.ltrim(said, -SAID_KEPT, -1)
             pipe.expire(said, SAID_TTL_S)
             await cancel_safe(pipe.execute())
 
@@ -213,9 +214,10 @@ class LlmService:
         async with self.bus.redis.pipeline(transaction=False) as pipe:
             pipe.xadd(keys.TTS_REQUESTS, encode(phrase), maxlen=10_000, approximate=True)  # type: ignore[arg-type]
             pipe.xadd(keys.session_out(request.session_id), encode(phrase), maxlen=5_000, approximate=True)  # type: ignore[arg-type]
-            pipe.rpush(said, text)
+            pipe.rpush(said, said_item(request, text))
+            pipe.ltrim(said, -SAID_KEPT, -1)
             pipe.expire(said, SAID_TTL_S)
-            _, out_id, _, _ = await cancel_safe(pipe.execute())
+            out_id = (await cancel_safe(pipe.execute()))[1]
         if seq == 0:
             LLM_FIRST_PHRASE_SECONDS.observe(time.monotonic() - started)
             await self._yield_to_first_audio(request, out_id)
