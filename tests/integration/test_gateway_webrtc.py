@@ -116,11 +116,13 @@ async def test_a_barge_in_stops_the_track_at_once_and_keeps_only_what_was_played
             assert truncated["text"] and LONG_REPLY.startswith(truncated["text"].rstrip(".,"))
             await asyncio.sleep(1.5)
             # The track went quiet at once: what was in flight (the client's 80 ms jitter buffer, the
-            # network) is all that came, against the seconds of the reply the track still held.
+            # network) is all that came, against the seconds of the reply the track still held. Counted in
+            # frames, not timed: on a loaded machine the client may take in-flight frames late, and the
+            # clear (data channel) and the audio (RTP) do not share an order.
             starts = [at for at, event in got.events if event.get("type") == "audio.start"]
             next_reply_at = starts[1] if len(starts) > 1 else float("inf")
-            late = [at for at in link.sounding if cleared_at + 0.5 < at < next_reply_at]
-            assert not late, f"{len(late)} frames with sound after the clear"
+            late = [at for at in link.sounding if cleared_at < at < next_reply_at]
+            assert len(late) <= 25, f"{len(late)} frames (20 ms each) with sound after the clear"
             assert any(at > cleared_at - 0.5 for at in link.sounding)  # it was sounding until then
 
             await eventually(lambda: _history_length(bus, session_id, 2), within=20)
