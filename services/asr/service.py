@@ -7,6 +7,7 @@ import logging
 
 from services.asr.endpointer import Endpointer, EndpointerConfig, SileroDetector
 from services.asr.engine import FasterWhisperRecognizer, Recognizer
+from services.asr.reader import AudioReader
 from services.asr.session import SessionTranscriber, TurnJudge
 from services.asr.settings import AsrSettings
 from services.asr.turn_policy import TurnPolicy, TurnVerdict
@@ -37,6 +38,8 @@ class AsrService:
             post_roll_ms=settings.pause_ms,
         )
         self.policy: TurnPolicy | None = None
+        self.reader = AudioReader(bus)
+        """One blocking read for the audio of every session this replica owns (services/asr/reader.py)."""
 
     async def load(self) -> None:
         """Load the recognizer (off the event loop) unless one was given."""
@@ -75,7 +78,12 @@ class AsrService:
             on_failure=tell_session(self.bus, "session_failed", "speech recognition failed; reconnect"),
         )  # fmt: skip
         try:
-            await worker.run(stop)
+            async with asyncio.TaskGroup() as group:
+                reading = group.create_task(self.reader.run())
+                try:
+                    await worker.run(stop)
+                finally:
+                    reading.cancel()  # its sessions are over: the worker waited for them (or gave them up)
         finally:
             await queue.close()
             if self.policy is not None:
@@ -100,6 +108,7 @@ class AsrService:
                 speculate=self.settings.speculative_final,
                 partial_interval_ms=self.settings.partial_interval_ms,
                 judge=self.judge(),
+                reader=self.reader,
             ).run()
         finally:
             ASR_SESSIONS.dec()

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from services.asr.endpointer import (
@@ -20,8 +19,10 @@ from services.asr.endpointer import (
 )
 from services.asr.engine import Recognizer
 from services.asr.partials import LocalAgreement
+from services.asr.pending import PendingUtterance
+from services.asr.reader import SESSION_IDLE_TIMEOUT_S, AudioReader, Feed, TailFeed
 from shared import keys
-from shared.bus import Bus, StreamTail
+from shared.bus import Bus
 from shared.metrics import (
     ASR_ENDPOINT_SECONDS,
     ASR_FINAL_SECONDS,
@@ -29,7 +30,6 @@ from shared.metrics import (
     ASR_PARTIALS_PER_UTTERANCE,
     ASR_SPECULATIVE_FINALS,
     ASR_TURN_VERDICTS,
-    MESSAGES_DROPPED,
 )
 from shared.schema import (
     AsrOptions,
@@ -49,23 +49,7 @@ from shared.schema import SpeechSustained as SpeechSustainedMessage
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class _Utterance:
-    """An ended utterance waiting for its transcript (maybe already being made, speculatively)."""
-
-    utterance_id: int
-    ended: SpeechEnded
-    ended_at: float
-    speculation: asyncio.Task[str | None] | None
-    end_entry: bytes
-    """The audio entry whose feeding ended the utterance: once its final is out, a new owner resumes there."""
-
-
 _CHECKPOINT_EVERY_S = 0.5
-# Clients stream microphone audio all the time, and the gateway closes a socket idle for 300 s: a session
-# with no audio for longer has lost its gateway (a crash leaves no SessionClosed) and is given up.
-SESSION_IDLE_TIMEOUT_S = 360.0
-
 MIN_SILENCE_MS = 100
 """A session may not end utterances on less silence than this (`AsrOptions.max_silence_ms`)."""
 MAX_HELD_S = 120
@@ -95,15 +79,18 @@ class SessionTranscriber:
         partial_interval_ms: int = 0,
         judge: TurnJudge | None = None,
         idle_timeout_s: float = SESSION_IDLE_TIMEOUT_S,
+        reader: AudioReader | None = None,
     ) -> None:
         self.bus = bus
+        self._reader = reader
+        """The replica's shared audio reader (None: the session reads its stream itself)."""
         self._idle_timeout_s = idle_timeout_s
         self.session_id = session_id
         self.recognizer = recognizer
         self.endpointer = endpointer
         self._out = keys.session_out(session_id)
         self._seq = 0
-        self._utterances: asyncio.Queue[_Utterance | None] = asyncio.Queue()
+        self._utterances: asyncio.Queue[PendingUtterance | None] = asyncio.Queue()
         # A transcription started when the speaker fell silent, before the end of the utterance is
         # confirmed: (start_ms, end_ms) of the speech it covers, and its task (owned by run's TaskGroup).
         self._speculation: tuple[tuple[int, int], asyncio.Task[str | None]] | None = None
@@ -121,7 +108,6 @@ class SessionTranscriber:
         self._last_read: bytes | None = None
         self._checkpointed: bytes | None = None
         self._announced = -1  # the previous owner's newest utterance, until this owner's first one
-        self._next_frame: int | None = 0  # the seq the next audio frame should have (None: not known yet)
         self._default_silence_ms = endpointer.config.min_silence_ms
         self._held: bytearray | None = None
         self._options: AsrOptions | None = None
@@ -133,35 +119,23 @@ class SessionTranscriber:
         start = await self.bus.redis.get(keys.asr_checkpoint(self.session_id)) or b"0-0"
         announced = await self.bus.redis.get(keys.asr_utterance(self.session_id))
         self._announced = int(announced) if announced is not None else -1
-        if start != b"0-0":
-            self._next_frame = None  # resuming: the next frame's seq is wherever the checkpoint was
         if (saved := await self.bus.redis.get(keys.asr_options(self.session_id))) is not None:
             self._configure(AsrOptions.model_validate_json(saved))  # in force at the checkpoint
-        tail = StreamTail(self.bus, keys.audio_in(self.session_id), label="audio_in", last_id=start)
+        if self._reader is not None:
+            feed = await self._reader.open(self.session_id, start, self._idle_timeout_s)
+        else:
+            feed = TailFeed(self.bus, self.session_id, start, self._idle_timeout_s)
         try:
             async with asyncio.TaskGroup() as group:
                 self._tasks = group
                 group.create_task(self._transcribe_in_order())
-                await self._read_audio(tail)
+                await self._read_audio(feed)
                 await self._utterances.put(None)
         finally:
-            await tail.close()
+            await feed.close()
 
-    async def _read_audio(self, tail: StreamTail) -> None:
-        heard_at = time.monotonic()
-        while True:
-            deliveries = await tail.read()
-            if deliveries:
-                heard_at = time.monotonic()
-            elif time.monotonic() - heard_at > self._idle_timeout_s:
-                log.warning(
-                    "no audio for too long, ending the session", extra={"session_id": self.session_id}
-                )
-                await self._publish(
-                    ServiceError, code="session_failed", message="no audio arrived for too long"
-                )
-                return
-            self._count_gaps([d.message for d in deliveries if isinstance(d.message, AudioFrame)])
+    async def _read_audio(self, feed: Feed) -> None:
+        while (deliveries := await feed.read()) is not None:
             audio: list[tuple[bytes, AudioFrame]] = []
             for delivery in deliveries:
                 message = delivery.message
@@ -180,15 +154,8 @@ class SessionTranscriber:
             if deliveries:
                 self._last_read = deliveries[-1].entry_id
             await self._maybe_checkpoint()
-
-    def _count_gaps(self, frames: list[AudioFrame]) -> None:
-        """Frames missing between those read: trimmed from the stream before this owner read them (it fell
-        more than SESSION_STREAM_MAXLEN frames behind)."""
-        for frame in frames:
-            if self._next_frame is not None and frame.seq > self._next_frame:
-                MESSAGES_DROPPED.labels(reason="audio_gap").inc(frame.seq - self._next_frame)
-                log.warning("audio frames lost", extra={"session_id": self.session_id})
-            self._next_frame = frame.seq + 1
+        log.warning("no audio for too long, ending the session", extra={"session_id": self.session_id})
+        await self._publish(ServiceError, code="session_failed", message="no audio arrived for too long")
 
     async def _hear(self, audio: list[tuple[bytes, AudioFrame]]) -> None:
         if not audio:
@@ -236,7 +203,7 @@ class SessionTranscriber:
                 at_ms = self.endpointer.position_ms
                 held = SpeechEnded(audio=audio, start_ms=at_ms, end_ms=at_ms + len(audio) // _BYTES_PER_MS)
                 self._pending_utterances += 1
-                await self._utterances.put(_Utterance(command.seq, held, time.time(), None, entry_id))
+                await self._utterances.put(PendingUtterance(command.seq, held, time.time(), None, entry_id))
             else:
                 self._held = bytearray()
             return
@@ -276,7 +243,7 @@ class SessionTranscriber:
             ASR_PARTIALS_PER_UTTERANCE.observe(self._partials_sent)
             self._pending_utterances += 1
             await self._utterances.put(
-                _Utterance(self._utterance, event, ended_at, self._take_speculation(event), entry_id)
+                PendingUtterance(self._utterance, event, ended_at, self._take_speculation(event), entry_id)
             )
             return
         if isinstance(event, SpeechSustained):

@@ -25,6 +25,7 @@ from services.gateway.events import (
     parse_client_event,
     server_event,
 )
+from services.gateway.inbound import Inbound
 from services.gateway.outbound import ClientSocket, WebSocketLike
 from services.gateway.playback import ReplyTrack
 from services.gateway.ratelimit import TokenBucket
@@ -88,6 +89,8 @@ class GatewaySession:
         self.usage = SessionUsage(bus.redis, self.session_id, token_budget=settings.session_token_budget)
         self.frame_seq = 0
         self._send_lock = asyncio.Lock()
+        self.inbound = Inbound(bus, keys.audio_in(self.session_id))
+        """Client → ASR writes, in order, off the receive loop (services/gateway/inbound.py)."""
         self._bucket = TokenBucket(rate=ASR_SAMPLE_RATE * 2 * settings.input_rate_factor, burst_s=1.0)
         self._text_bucket = TokenBucket(
             rate=settings.text_events_per_s, burst_s=settings.text_burst / settings.text_events_per_s
@@ -128,9 +131,12 @@ class GatewaySession:
             async with asyncio.TaskGroup() as group:
                 # Sent before this, session.started went straight out; from here on, through the queue.
                 writer = group.create_task(self.ws.start())
+                inbound = group.create_task(self.inbound.run())
                 relay = group.create_task(self._relay_out())
                 admission = None if opened is None else group.create_task(self._await_asr(opened))
                 await self._receive_in()
+                await self.inbound.flush()  # SessionClosed (or parking) comes after the last frame
+                inbound.cancel()
                 relay.cancel()
                 if admission is not None:
                     admission.cancel()
@@ -261,8 +267,15 @@ class GatewaySession:
         elif pcm:
             frame = AudioFrame(session_id=self.session_id, turn_id=self.turn, seq=self.frame_seq, audio=pcm)
             self.frame_seq += 1
-            await self.bus.send_to_session(keys.audio_in(self.session_id), frame)
+            await self.to_asr(frame)
             self.usage.audio_in(len(pcm))
+
+    async def to_asr(self, message: Message) -> None:
+        """Queue a message for the session's audio stream; a queue full (Redis stalled) closes the session."""
+        if not self.inbound.put(message) and not self.ws.closed_by_server:
+            GATEWAY_CLIENT_ERRORS.labels(reason="overloaded").inc()
+            await self.send(error_event("server_busy", "audio cannot be taken in fast enough; reconnect"))
+            await self.ws.close(code=1013, reason="overloaded")
 
     async def _on_text(self, text: str) -> bool:
         """Handle a client event; False when the client asked to close."""

@@ -18,6 +18,7 @@ from services.gateway.openai_realtime.client_events import (
 from services.gateway.openai_realtime.config import SessionConfig
 from services.gateway.openai_realtime.session import OpenAIRealtimeSession
 from services.gateway.openai_realtime.user_input import UserInput
+from shared import keys
 from shared.schema import (
     AsrOptions,
     InputBuffer,
@@ -56,6 +57,9 @@ class FakeSession:
 
     async def send(self, event: dict[str, Any]) -> None:
         self.events.append(event)
+
+    async def to_asr(self, message: Message) -> None:
+        await self.bus.send_to_session(keys.audio_in(self.session_id), message)
 
     async def respond_now(self, event: ResponseCreate) -> None:
         self.responded.append(event)

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 from services.gateway.openai_realtime.client_events import ProtocolError, ResponseCreate
 from services.gateway.openai_realtime.items import audio_ms, bound
-from shared import keys
 from shared.schema import (
     AsrOptions,
     BusMessage,
@@ -144,4 +143,4 @@ class UserInput:
         session = self.session
         message = kind(session_id=session.session_id, turn_id=session.turn, seq=session.frame_seq, **fields)
         session.frame_seq += 1
-        await session.bus.send_to_session(keys.audio_in(session.session_id), cast(Message, message))
+        await session.to_asr(cast(Message, message))
