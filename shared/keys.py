@@ -18,6 +18,8 @@ TTS_GROUP = "tts"
 
 # Broadcast: every replica of every service subscribes.
 CANCEL_CHANNEL = f"{PREFIX}:cancel"
+# Best-effort hints to every LLM replica: the words a user has said so far (schema.ReplyPrefill).
+LLM_PREFILL_CHANNEL = f"{PREFIX}:llm:prefill"
 
 
 def audio_in(session_id: str) -> str:

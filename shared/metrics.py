@@ -117,6 +117,10 @@ LLM_PHRASES_PER_REPLY = Histogram(
     ["economy"],
     buckets=(0, 1, 2, 3, 4, 6, 8, 12, 16, 24),
 )
+LLM_PREFILL_TOKENS = Counter(
+    "voxmesh_llm_prefill_tokens_total",
+    "Prompt tokens a local model read ahead of their request, from the gateway's hints while users spoke.",
+)
 LLM_ENGINE_TOKENS = Counter(
     "voxmesh_llm_engine_tokens_total",
     "Tokens the engines processed (kind: input or output), every generation included, speculative replies "

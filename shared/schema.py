@@ -213,6 +213,17 @@ class Cancel(BusMessage):
     kind: Literal["cancel"] = "cancel"
 
 
+class ReplyPrefill(BusMessage):
+    """Gateway → every LLM replica (broadcast, best effort, never a stream entry): the user is speaking and
+    these are their words so far. An idle local model reads the prompt up to them ahead of the request, so
+    the reply's prompt is mostly read when the request comes. Losing one costs only that head start."""
+
+    kind: Literal["reply.prefill"] = "reply.prefill"
+    text: str = Field(default="", max_length=4000)
+    instructions: str = Field(default="", max_length=4000)
+    economy: bool = False
+
+
 class ServiceError(BusMessage):
     """Any service → gateway: a turn failed; the client gets an error event."""
 
@@ -275,8 +286,8 @@ def decode(fields: dict[bytes, bytes]) -> Message:
         raise DecodeError(f"malformed bus message: {type(exc).__name__}") from exc
 
 
-def encode_broadcast(message: Cancel) -> bytes:
-    """Payload for the pub/sub cancel channel (no audio ever travels there)."""
+def encode_broadcast(message: Cancel | ReplyPrefill) -> bytes:
+    """Payload for a pub/sub channel: cancels or prefill hints (no audio ever travels there)."""
     return message.model_dump_json().encode()
 
 
@@ -286,3 +297,11 @@ def decode_broadcast(payload: bytes) -> Cancel:
         return Cancel.model_validate_json(payload)
     except ValidationError as exc:
         raise DecodeError("malformed cancel broadcast") from exc
+
+
+def decode_prefill(payload: bytes) -> ReplyPrefill:
+    """Parse a prefill-channel payload."""
+    try:
+        return ReplyPrefill.model_validate_json(payload)
+    except ValidationError as exc:
+        raise DecodeError("malformed prefill hint") from exc

@@ -81,6 +81,34 @@ class TurnFence:
 CancelHandler = Callable[[Cancel], None]
 
 
+async def listen_channel(
+    bus: Bus, channel: str, handle: Callable[[bytes], None], subscribed: asyncio.Event | None = None
+) -> None:
+    """Hand every payload published on `channel` to `handle` until cancelled, reconnecting with backoff
+    when Redis goes away; `subscribed` is set while the subscription stands."""
+    backoff = 0.1
+    while True:
+        client = bus.blocking_client()
+        try:
+            await load_slots(client)
+            async with client.pubsub() as pubsub:
+                await pubsub.subscribe(channel)
+                if subscribed is not None:
+                    subscribed.set()
+                backoff = 0.1
+                async for raw in pubsub.listen():
+                    if raw.get("type") == "message":
+                        handle(raw["data"])
+        except (RedisError, OSError) as exc:
+            if subscribed is not None:
+                subscribed.clear()
+            log.warning("channel lost, reconnecting", extra={"channel": channel, "error": str(exc)})
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+        finally:
+            await client.aclose()
+
+
 class CancelListener:
     """Hears every cancel broadcast (pub/sub: every replica gets each one) and reconnects on failure."""
 
@@ -92,25 +120,7 @@ class CancelListener:
 
     async def run(self) -> None:
         """Listen until cancelled."""
-        backoff = 0.1
-        while True:
-            client = self._bus.blocking_client()
-            try:
-                await load_slots(client)
-                async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(keys.CANCEL_CHANNEL)
-                    self.subscribed.set()
-                    backoff = 0.1
-                    async for raw in pubsub.listen():
-                        if raw.get("type") == "message":
-                            self._handle(raw["data"])
-            except (RedisError, OSError) as exc:
-                self.subscribed.clear()
-                log.warning("cancel channel lost, reconnecting", extra={"error": str(exc)})
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-            finally:
-                await client.aclose()
+        await listen_channel(self._bus, keys.CANCEL_CHANNEL, self._handle, self.subscribed)
 
     def _handle(self, payload: bytes) -> None:
         try:

@@ -28,6 +28,7 @@ from services.gateway.events import (
 from services.gateway.inbound import Inbound
 from services.gateway.outbound import ClientSocket, WebSocketLike
 from services.gateway.playback import ReplyTrack
+from services.gateway.prefill import hint_prefill
 from services.gateway.ratelimit import TokenBucket
 from services.gateway.resume import CLOSED_SESSION_TTL_S, Claimed, Resumes
 from services.gateway.settings import GatewaySettings
@@ -384,6 +385,9 @@ class GatewaySession:
             await self._send_usage()
             await self.ws.close(code=1011, reason="speech recognition failed")
             return
+        if isinstance(message, SpeechStarted | TranscriptPartial) and self.settings.prefill_hints:
+            text = message.text if isinstance(message, TranscriptPartial) else ""
+            await hint_prefill(self.bus, self.session_id, text, self.instructions, self.economy)
         if isinstance(message, SpeechStarted):
             await self.conversation.speech_started(message.utterance)
             return

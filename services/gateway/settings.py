@@ -71,6 +71,9 @@ class GatewaySettings(ServiceSettings):
     """LLM tokens (input and output) one session may use; once reached, `budget_action` applies."""
     budget_action: Literal["economy", "refuse"] = "economy"
     """At the budget: switch the session to economy mode, or refuse further replies (`budget_exceeded`)."""
+    prefill_hints: bool = True
+    """While a user speaks, broadcast the words heard so far to the LLM replicas, so that an idle local model
+    reads the prompt ahead (VOXMESH_LLM_PREFILL); hints are best effort and carry no audio."""
     webrtc: bool = True
     """Serve `POST /v1/webrtc/offer`: sessions over WebRTC beside the WebSocket (same limits and tokens)."""
     webrtc_ice_servers: list[IceServer] = []

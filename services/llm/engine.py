@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from shared.schema import ClientTool
 
@@ -111,4 +111,15 @@ class Generator(Protocol):
 
     async def aclose(self) -> None:
         """Release the model or the connections."""
+        ...
+
+
+@runtime_checkable
+class Prefiller(Protocol):
+    """A local engine that can read a prompt ahead of its request (the user is still speaking)."""
+
+    async def prefill(self, messages: Sequence[ChatMessage]) -> int:
+        """Read the prompt `messages` would make, up to and including the last message's words (not what
+        closes that message), into the model's cache when the model is idle; return the tokens read (0 when
+        busy or already cached). A generation started meanwhile stops it within one token."""
         ...

@@ -21,8 +21,16 @@ from services.llm.economy import (
     plan_reply,
     reply_phrases,
 )
-from services.llm.engine import ChatMessage, GenerationError, Generator, Usage, paired_tool_messages
+from services.llm.engine import (
+    ChatMessage,
+    GenerationError,
+    Generator,
+    Prefiller,
+    Usage,
+    paired_tool_messages,
+)
 from services.llm.factory import generator_for
+from services.llm.prefill import PrefillHints
 from services.llm.settings import LlmSettings
 from shared import keys
 from shared.bus import WORK_QUEUE_RETENTION_S, Bus, StreamTail, WorkQueue, cancel_safe
@@ -34,6 +42,7 @@ from shared.metrics import (
     LLM_FIRST_PHRASE_SECONDS,
     LLM_FIRST_TOKEN_SECONDS,
     LLM_PHRASES_PER_REPLY,
+    LLM_PREFILL_TOKENS,
     LLM_TOKENS_PER_SECOND,
     LLM_YIELD_SECONDS,
 )
@@ -44,6 +53,7 @@ from shared.schema import (
     PhraseAudioDone,
     ReplyDone,
     ReplyPhrase,
+    ReplyPrefill,
     ReplyRequested,
     ReplyUsage,
     ServiceError,
@@ -94,11 +104,17 @@ class LlmService:
             retention_s=WORK_QUEUE_RETENTION_S,
         )  # fmt: skip
         try:
-            await serve_fenced_queue(
-                queue, self.reply, stop,
-                concurrency=self.settings.concurrency, grace_s=self.settings.shutdown_grace_s,
-                on_failure=tell_session(self.bus, "turn_failed", "the reply could not be generated"),
-            )  # fmt: skip
+            async with asyncio.TaskGroup() as group:
+                hints = None
+                if self.settings.prefill and isinstance(self.generator, Prefiller):
+                    hints = group.create_task(PrefillHints(self.bus, self.prefill).run())
+                await serve_fenced_queue(
+                    queue, self.reply, stop,
+                    concurrency=self.settings.concurrency, grace_s=self.settings.shutdown_grace_s,
+                    on_failure=tell_session(self.bus, "turn_failed", "the reply could not be generated"),
+                )  # fmt: skip
+                if hints is not None:
+                    hints.cancel()
         finally:
             if self.generator is not None:
                 await self.generator.aclose()
@@ -109,17 +125,7 @@ class LlmService:
             log.warning("unexpected message on LLM queue", extra={"kind": message.kind})
             return
         assert self.generator is not None, "load() first"
-        history = await load_history(self.bus.redis, message.session_id, self.settings.history_messages)
-        plan = plan_reply(self.settings, message.instructions, message.economy)
-        if message.tools:
-            options = dataclasses.replace(plan.options, client_tools=tuple(message.tools))
-            plan = dataclasses.replace(plan, options=options)
-        prompt = fit_context(
-            ChatMessage("system", plan.system_prompt),
-            paired_tool_messages([chat for entry in history if (chat := _as_chat(entry)) is not None]),
-            ChatMessage("user", message.text) if message.text else None,
-            self.settings.context_tokens,
-        )
+        plan, prompt = await self._prompt(message)
         # The history is written by the gateway, which alone knows how much of this reply the user heard.
         reply = _Reply(message, plan, prompt)
         # A reply another replica (or an earlier try) began: go on after the phrases it sent.
@@ -152,6 +158,31 @@ class LlmService:
             # Also for a failed or cancelled reply: what was generated was paid for. Shielded, so a cancel
             # does not lose it; the gateway decides whether the session is charged.
             await asyncio.shield(self._report_usage(reply))
+
+    async def _prompt(self, message: ReplyRequested | ReplyPrefill) -> tuple[ReplyPlan, list[ChatMessage]]:
+        """The reply's plan and what the model is asked: the system prompt, the history, the user's words."""
+        history = await load_history(self.bus.redis, message.session_id, self.settings.history_messages)
+        plan = plan_reply(self.settings, message.instructions, message.economy)
+        if isinstance(message, ReplyRequested) and message.tools:
+            options = dataclasses.replace(plan.options, client_tools=tuple(message.tools))
+            plan = dataclasses.replace(plan, options=options)
+        prompt = fit_context(
+            ChatMessage("system", plan.system_prompt),
+            paired_tool_messages([chat for entry in history if (chat := _as_chat(entry)) is not None]),
+            ChatMessage("user", message.text) if message.text else None,
+            self.settings.context_tokens,
+        )
+        return plan, prompt
+
+    async def prefill(self, hint: ReplyPrefill) -> None:
+        """Read the prompt the session's next request will start with into an idle local model."""
+        generator = self.generator
+        if not isinstance(generator, Prefiller):
+            return
+        _, prompt = await self._prompt(hint)
+        if not hint.text:  # the user has begun to speak: read up to where their words will go
+            prompt = [*prompt, ChatMessage("user", "")]
+        LLM_PREFILL_TOKENS.inc(await generator.prefill(prompt))
 
     async def _stream_phrases(self, reply: _Reply) -> None:
         assert self.generator is not None

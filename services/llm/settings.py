@@ -79,6 +79,9 @@ class LlmSettings(ServiceSettings):
     """Once the first phrase is out, stop reading the model until its first audio is (at most this long;
     0: never wait). A local model pauses within a few tokens, so the synthesizer has the CPU to itself and
     first audio comes sooner; the rest of the reply has the first phrase's playback to catch up."""
+    prefill: bool = True
+    """Read the prompt ahead while the user speaks (the gateway's hints: the history, then the words heard so
+    far), when the local model is idle, so a request reads only its last words. llama.cpp only."""
 
     def gemini_key(self) -> str | None:
         """The Gemini key from the env or the secret file, if any."""
