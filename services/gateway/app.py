@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from services.gateway.access import Access, bearer_token, chosen_subprotocol
+from services.gateway.inbound import InboundWriter
 from services.gateway.openai_realtime.session import OpenAIRealtimeSession
 from services.gateway.resume import Claimed, ResumeKey, Resumes, offered_resume, token_subject
 from services.gateway.rtc_endpoint import WebRtcEndpoint
@@ -62,6 +63,8 @@ class Gateway:
         self.readiness.loaded = True  # nothing to load: ready as soon as Redis answers
         self.sessions: set[GatewaySession] = set()
         self.resumes = Resumes(bus, settings.resume_window_s)
+        self.inbound_writer = InboundWriter(bus)
+        """Every session's client audio to Redis, many sessions' frames a round trip."""
         self._per_ip: Counter[str] = Counter()
         self._no_sessions = asyncio.Event()
         self._no_sessions.set()
@@ -136,7 +139,9 @@ class Gateway:
             await websocket.close(code=1013, reason=busy.reason)
             return
         if model is not None:
-            session: GatewaySession = OpenAIRealtimeSession(websocket, self.bus, self.settings, model)
+            session: GatewaySession = OpenAIRealtimeSession(
+                websocket, self.bus, self.settings, model, inbound_writer=self.inbound_writer
+            )
         else:
             subject = token_subject(self.access, subprotocols, token)
             claimed = None
@@ -147,6 +152,7 @@ class Gateway:
             session = GatewaySession(
                 websocket, self.bus, self.settings, output_sample_rate,
                 resumes=self.resumes, subject=subject, claimed=claimed, address=address,
+                inbound_writer=self.inbound_writer,
             )  # fmt: skip
         async with self.tracked(session, address):
             try:
@@ -226,6 +232,7 @@ class Gateway:
         await self._wait_no_sessions(max(0.0, deadline - loop.time()))
         await self.webrtc.stop()
         await self.resumes.close()
+        await self.inbound_writer.close()
 
     async def _wait_no_sessions(self, timeout_s: float) -> None:
         try:

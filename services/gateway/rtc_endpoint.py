@@ -62,7 +62,9 @@ class WebRtcEndpoint:
             return _refused(refused.status, refused.code, refused.message)
         finally:
             self._answering -= 1
-        session = GatewaySession(socket, gateway.bus, self.settings, RTC_OUTPUT_RATE)
+        session = GatewaySession(
+            socket, gateway.bus, self.settings, RTC_OUTPUT_RATE, inbound_writer=gateway.inbound_writer
+        )
         task = asyncio.create_task(self._serve(session, socket, address))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -25,7 +25,7 @@ from services.gateway.events import (
     parse_client_event,
     server_event,
 )
-from services.gateway.inbound import Inbound
+from services.gateway.inbound import Inbound, InboundWriter
 from services.gateway.outbound import ClientSocket, WebSocketLike
 from services.gateway.playback import ReplyTrack
 from services.gateway.prefill import hint_prefill
@@ -75,7 +75,7 @@ class GatewaySession:
     def __init__(
         self, websocket: WebSocketLike, bus: Bus, settings: GatewaySettings, output_rate: int,
         *, resumes: Resumes | None = None, subject: str = "", claimed: Claimed | None = None,
-        address: str = "",
+        address: str = "", inbound_writer: InboundWriter | None = None,
     ) -> None:  # fmt: skip
         self.session_id = claimed.session_id if claimed is not None else uuid.uuid4().hex
         self.ws = ClientSocket(
@@ -90,7 +90,7 @@ class GatewaySession:
         self.usage = SessionUsage(bus.redis, self.session_id, token_budget=settings.session_token_budget)
         self.frame_seq = 0
         self._send_lock = asyncio.Lock()
-        self.inbound = Inbound(bus, keys.audio_in(self.session_id))
+        self.inbound = Inbound(bus, keys.audio_in(self.session_id), writer=inbound_writer)
         """Client → ASR writes, in order, off the receive loop (services/gateway/inbound.py)."""
         self._bucket = TokenBucket(rate=ASR_SAMPLE_RATE * 2 * settings.input_rate_factor, burst_s=1.0)
         self._text_bucket = TokenBucket(
@@ -240,7 +240,9 @@ class GatewaySession:
     async def _receive_in(self) -> None:
         while True:
             try:
-                message = await asyncio.wait_for(self.ws.receive(), timeout=self.settings.idle_timeout_s)
+                # asyncio.timeout, not wait_for: no task per frame (Python 3.11's wait_for wraps each in one).
+                async with asyncio.timeout(self.settings.idle_timeout_s):
+                    message = await self.ws.receive()
             except TimeoutError:
                 await self._send_usage()
                 await self.ws.close(code=1000, reason="idle")

@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from starlette.websockets import WebSocket
 
+from services.gateway.inbound import InboundWriter
 from services.gateway.openai_realtime.client_events import (
     AudioAppend,
     AudioClear,
@@ -59,10 +60,13 @@ class _ReplyPlan:
 class OpenAIRealtimeSession(GatewaySession):
     """The native session behind OpenAI's Realtime protocol (docs/openai-realtime.md)."""
 
-    def __init__(self, websocket: WebSocket, bus: Bus, settings: GatewaySettings, model: str) -> None:
+    def __init__(
+        self, websocket: WebSocket, bus: Bus, settings: GatewaySettings, model: str,
+        *, inbound_writer: InboundWriter | None = None,
+    ) -> None:  # fmt: skip
         self._beta = "realtime=v1" in websocket.headers.get("openai-beta", "")
         wire = OpenAIWire(websocket)
-        super().__init__(cast(WebSocket, wire), bus, settings, AUDIO_RATE)
+        super().__init__(cast(WebSocket, wire), bus, settings, AUDIO_RATE, inbound_writer=inbound_writer)
         self.config = SessionConfig(session_id=self.session_id, model=model)
         self.translator = Translator(
             self.config, usage_of=self.usage.turns.get, input_ms=lambda: audio_ms(self._input_bytes),
