@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from asyncio import TimerHandle
 
-from uvicorn._types import ASGISendEvent
+from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 
@@ -24,6 +24,41 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     aborted."""
 
     _abort_timer: TimerHandle | None = None
+
+    max_unread_messages = 32
+    """Client messages queued for the app before the socket stops reading (32 frames: 0.64 s of audio)."""
+    max_unread_bytes = 256 * 1024
+    """The same bound in bytes (a large message pauses reading at once)."""
+    _unread_bytes = 0
+
+    def send_receive_event_to_app(self) -> None:
+        """As uvicorn's, but reading pauses only once messages pile up.
+
+        uvicorn pauses the socket after every message and resumes it on the app's next receive: two epoll
+        calls per 20 ms frame and session (~9 % of the gateway's CPU at 40 sessions). Reading stays on until
+        `max_unread_messages` or `max_unread_bytes` wait for the app, which bounds a flood as before."""
+        self._unread_bytes += sum(len(frame) for frame in self.frames)
+        paused, self.read_paused = self.read_paused, True  # uvicorn's own pause is skipped
+        try:
+            super().send_receive_event_to_app()
+        finally:
+            self.read_paused = paused
+        unread = self.queue.qsize()
+        if (
+            unread >= self.max_unread_messages or self._unread_bytes >= self.max_unread_bytes
+        ) and not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    async def receive(self) -> ASGIReceiveEvent:
+        """As uvicorn's (reading resumes once the app has taken every queued message)."""
+        message = await super().receive()
+        if self.queue.empty():
+            self._unread_bytes = 0
+        elif message["type"] == "websocket.receive":
+            data = message.get("bytes") or message.get("text") or b""
+            self._unread_bytes = max(0, self._unread_bytes - len(data))
+        return message
 
     async def send(self, message: ASGISendEvent) -> None:
         """As uvicorn's, but a close never waits for the client to read what was sent before it."""
