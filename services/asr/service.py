@@ -11,6 +11,7 @@ from services.asr.reader import AudioReader
 from services.asr.session import SessionTranscriber, TurnJudge
 from services.asr.settings import AsrSettings
 from services.asr.turn_policy import TurnPolicy, TurnVerdict
+from services.asr.vad_thread import VadThread
 from shared import keys
 from shared.bus import Bus, WorkQueue
 from shared.cpu import inference_threads
@@ -40,6 +41,8 @@ class AsrService:
         self.policy: TurnPolicy | None = None
         self.reader = AudioReader(bus)
         """One blocking read for the audio of every session this replica owns (services/asr/reader.py)."""
+        self.vad: VadThread | None = None
+        """All sessions' voice-activity detection, on one thread while `run` runs (asr/vad_thread.py)."""
 
     async def load(self) -> None:
         """Load the recognizer (off the event loop) unless one was given."""
@@ -77,6 +80,7 @@ class AsrService:
             grace_s=self.settings.shutdown_grace_s,
             on_failure=tell_session(self.bus, "session_failed", "speech recognition failed; reconnect"),
         )  # fmt: skip
+        self.vad = VadThread()
         try:
             async with asyncio.TaskGroup() as group:
                 reading = group.create_task(self.reader.run())
@@ -86,6 +90,8 @@ class AsrService:
                     reading.cancel()  # its sessions are over: the worker waited for them (or gave them up)
         finally:
             await queue.close()
+            self.vad.close()
+            self.vad = None
             if self.policy is not None:
                 await asyncio.to_thread(self.policy.close)
 
@@ -109,6 +115,7 @@ class AsrService:
                 partial_interval_ms=self.settings.partial_interval_ms,
                 judge=self.judge(),
                 reader=self.reader,
+                vad=self.vad,
             ).run()
         finally:
             ASR_SESSIONS.dec()
