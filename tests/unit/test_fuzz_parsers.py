@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.gateway.events import ClientEventError, parse_client_event
-from shared.schema import FIELD_AUDIO, FIELD_DATA, DecodeError, decode, decode_broadcast
+from shared.schema import FIELD_AUDIO, FIELD_DATA, DecodeError, decode, decode_broadcast, decode_prefill
 
 pytestmark = pytest.mark.unit
 
@@ -115,3 +115,12 @@ def test_any_cancel_broadcast_decodes_or_is_a_decode_error(payload: bytes) -> No
     except DecodeError:
         return
     assert cancel.kind == "cancel"
+
+
+@given(_bus_payloads)
+def test_any_prefill_hint_decodes_or_is_a_decode_error(payload: bytes) -> None:
+    try:
+        hint = decode_prefill(payload)
+    except DecodeError:
+        return
+    assert hint.kind == "reply.prefill"
