@@ -219,7 +219,7 @@ def utterances() -> list[Utterance]:
 def timed(recognizer: FasterWhisperRecognizer, pcm: bytes, short: bool) -> tuple[str, float]:
     recognizer.short_window = short
     start = time.perf_counter()
-    text = recognizer._transcribe_blocking(pcm)
+    text = recognizer._transcribe_blocking(pcm).text
     return text, time.perf_counter() - start
 
 

@@ -386,6 +386,18 @@ def table(judged: list[Judged], policy: str, sentences: str) -> None:
     )
 
 
+def summary(judged: list[Judged], policy: str) -> list[str]:
+    """Heads kept open in dev and held-out, then ends closed (whole utterances; complete sentences)."""
+    kept, closed = [], []
+    for sentences in SETS:
+        mine = [j for j in judged if j.case.sentences == sentences]
+        wholes = [j for j in mine if not j.case.is_head and j.case.method != "complete"]
+        complete = [j for j in mine if j.case.method == "complete"]
+        kept.append(share([j for j in mine if j.case.is_head], policy))
+        closed.append(f"{share(wholes, policy)}; complete sentences {share(complete, policy)}")
+    return kept + closed
+
+
 def misjudged(judged: list[Judged], policy: str) -> None:
     print(f"\nmisjudged by {policy!r} (expected, voice, method, sentence -> Whisper's text: reason)")
     for j in judged:
@@ -415,28 +427,43 @@ async def main() -> None:
     scorer = SmolLMTurnScorer()
     policy = TurnPolicy(None, scorer=scorer)  # the default: the audio model is not consulted
     cached_scorer, cached_detector = CachedScorer(scorer), CachedDetector(detector)
-    others = {
-        "require audio": TurnPolicy(
-            cached_detector, TurnPolicyConfig(require_audio=True), scorer=cached_scorer
+    others: dict[str, tuple[TurnPolicy, bool]] = {
+        "without near misses": (TurnPolicy(None, scorer=cached_scorer), False),
+        **{
+            f"near misses >= {doubt}": (
+                TurnPolicy(None, TurnPolicyConfig(misheard_ending=doubt), scorer=cached_scorer),
+                True,
+            )
+            for doubt in (0.05, 0.1, 0.2, 0.3)
+        },
+        "require audio": (
+            TurnPolicy(cached_detector, TurnPolicyConfig(require_audio=True), scorer=cached_scorer),
+            True,
         ),
-        "rules + audio (no scorer)": TurnPolicy(cached_detector),
-        "rules alone": TurnPolicy(None),
+        "rules + audio (no scorer)": (TurnPolicy(cached_detector), True),
+        "rules alone": (TurnPolicy(None), True),
     }
     speaker, aligner = Speaker(), Aligner()
     judged: list[Judged] = []
     for sentences in SETS:
         for voice in VOICES:
             for case in cases(speaker, aligner, voice, sentences):
-                text = await recognizer.transcribe(case.pcm)
+                heard = await recognizer.transcribe_endings(case.pcm)
                 start = time.perf_counter()
-                decision = await policy.decide(text, case.pcm)
-                item = Judged(case, text, time.perf_counter() - start, {"default": decision})
-                for name, other in others.items():
-                    item.decisions[name] = await other.decide(text, case.pcm)
+                decision = await policy.decide(heard.text, case.pcm, heard.endings)
+                item = Judged(case, heard.text, time.perf_counter() - start, {"default": decision})
+                for name, (other, near_misses) in others.items():
+                    endings = heard.endings if near_misses else ()
+                    item.decisions[name] = await other.decide(heard.text, case.pcm, endings)
                 judged.append(item)
     for sentences in SETS:
         for name in ("default", *others):
             table(judged, name, sentences)
+    print("\nall voices and pause methods")
+    print("| policy | pauses kept open, dev | held-out | ends closed, dev | held-out |")
+    print("|---|---|---|---|---|")
+    for name in ("default", *others):
+        print(f"| {name} | " + " | ".join(summary(judged, name)) + " |")
     misjudged(judged, "default")
     print("\ndefault policy, time of one decision (the policy only, one llama.cpp thread)")
     print("| voice | decisions | p50 | p95 | of which ran the scorer | p50 | p95 |")

@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     latency.add_argument(
         "--pauses",
         action="store_true",
-        help="also speak 24 questions with a 600 ms mid-sentence pause: how many stay one turn",
+        help="also speak 48 questions with a 600 ms mid-sentence pause: how many stay one turn",
     )
     latency.add_argument("--json", type=Path, metavar="OUT.json", help="write every per-turn value")
     latency.add_argument("--plot", type=Path, metavar="OUT.png", help="plot the stages (matplotlib)")

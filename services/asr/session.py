@@ -18,7 +18,7 @@ from services.asr.endpointer import (
     SpeechResumed,
     SpeechSustained,
 )
-from services.asr.engine import Recognizer
+from services.asr.engine import EndingsRecognizer, Recognizer, Transcription
 from services.asr.partials import LocalAgreement
 from services.asr.pending import PendingUtterance
 from services.asr.reader import SESSION_IDLE_TIMEOUT_S, AudioReader, Feed, TailFeed
@@ -59,8 +59,9 @@ MAX_HELD_S = 120
 _BYTES_PER_MS = SAMPLE_RATE * 2 // 1000
 _HELD_BYTES = MAX_HELD_S * 1000 * _BYTES_PER_MS
 
-TurnJudge = Callable[[str, bytes], Awaitable[bool]]
-"""Is the turn complete, given the transcript of the audio up to a pause and that audio?"""
+TurnJudge = Callable[[Transcription, bytes], Awaitable[bool]]
+"""Is the turn complete, given the transcript of the audio up to a pause (with its near misses) and that
+audio?"""
 
 
 class SessionTranscriber:
@@ -301,10 +302,14 @@ class SessionTranscriber:
         """Transcribe a paused utterance, offer the text to the gateway (which may start the reply on it)
         and judge whether the turn is over; None on failure (the final is then transcribed as usual)."""
         try:
-            text = await self.recognizer.transcribe(paused.audio)
+            if isinstance(self.recognizer, EndingsRecognizer):
+                heard = await self.recognizer.transcribe_endings(paused.audio)
+            else:
+                heard = Transcription(await self.recognizer.transcribe(paused.audio))
         except Exception:
             log.warning("speculative transcription failed", extra={"session_id": self.session_id})
             return None
+        text = heard.text
         if text:
             await self._publish(
                 TranscriptSpeculative, text=text, utterance=utterance,
@@ -312,7 +317,7 @@ class SessionTranscriber:
             )  # fmt: skip
         if self._judge is not None:
             try:
-                complete = await self._judge(text, paused.audio)
+                complete = await self._judge(heard, paused.audio)
             except Exception:
                 log.warning("turn judgement failed", extra={"session_id": self.session_id})
                 complete = False  # the endpointer's longer silence still ends the turn

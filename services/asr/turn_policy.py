@@ -14,6 +14,9 @@ The decision, cheapest first:
 2. The text scorer (`SmolLMTurnScorer`): how likely the user's message ends right after these words.
 3. The audio model (Smart Turn, `TurnDetector`): decides where there is no text scorer; with one, only
    when `TurnPolicyConfig.require_audio` is set.
+4. What the recognizer nearly heard (`Transcription.endings`): a turn judged finished stays open when the
+   near misses at the end that the rules would keep open ("… an email to" for "… an email too?", "… for
+   my" for "… for mine.") add up to `TurnPolicyConfig.misheard_ending`.
 
 Measured with benchmarks/turn_policy_pauses.py (piper speech, Whisper tiny.en transcripts, 600 ms
 pauses): rules + scorer kept 97 % of 286 dev pauses and 98 % of 142 held-out ones open, and closed 87 % /
@@ -88,6 +91,9 @@ class _Ending(Enum):
     OPEN_WORD = "open word"
     USUALLY_OPEN_WORD = "usually-open word"
     OTHER = "other"
+
+
+_UNFINISHED_ENDINGS = frozenset({_Ending.TRAILING_MARK, _Ending.OPEN_WORD, _Ending.USUALLY_OPEN_WORD})
 
 
 def _ending(text: str) -> _Ending:
@@ -235,6 +241,9 @@ class TurnPolicyConfig:
     require_audio: bool = False
     """With a scorer, also require the audio to sound finished. Off: on the benchmark's piper speech it
     traded about as many closed ends for kept pauses as moving `text_threshold` does."""
+    misheard_ending: float = 0.15
+    """Keep the turn open when the recognizer's near misses that read unfinished ("… an email to" for the
+    "… an email too?" it wrote) add up to this probability; 1.0 or more ignores them."""
 
 
 @dataclass(frozen=True)
@@ -245,6 +254,8 @@ class TurnDecision:
     reason: str
     text_probability: float | None = None
     audio_probability: float | None = None
+    misheard_probability: float | None = None
+    """How likely the recognizer found endings that read unfinished, where that decided."""
 
 
 class TurnPolicy:
@@ -271,12 +282,30 @@ class TurnPolicy:
         """What the words alone say (rules, no model): a verdict, or None when the words cannot tell."""
         return judge_text(text)
 
-    async def judge(self, text: str, pcm: bytes) -> TurnVerdict:
-        """COMPLETE or INCOMPLETE for a pause after `pcm` (16 kHz mono s16le), `text` its transcript."""
-        return (await self.decide(text, pcm)).verdict
+    async def judge(self, text: str, pcm: bytes, endings: tuple[tuple[str, float], ...] = ()) -> TurnVerdict:
+        """COMPLETE or INCOMPLETE for a pause after `pcm` (16 kHz mono s16le), `text` its transcript and
+        `endings` the recognizer's near misses at its end (`Transcription.endings`)."""
+        return (await self.decide(text, pcm, endings)).verdict
 
-    async def decide(self, text: str, pcm: bytes) -> TurnDecision:
+    async def decide(
+        self, text: str, pcm: bytes, endings: tuple[tuple[str, float], ...] = ()
+    ) -> TurnDecision:
         """`judge` with the reason and the models' probabilities."""
+        decision = await self._decide(text, pcm)
+        if decision.verdict is TurnVerdict.COMPLETE and decision.reason != "no words":
+            # The words read finished, but the recognizer nearly heard an unfinished sentence.
+            doubt = sum(p for alternative, p in endings if _ending(alternative) in _UNFINISHED_ENDINGS)
+            if doubt >= self.config.misheard_ending:
+                return TurnDecision(
+                    TurnVerdict.INCOMPLETE,
+                    "the end may be misheard",
+                    decision.text_probability,
+                    decision.audio_probability,
+                    doubt,
+                )
+        return decision
+
+    async def _decide(self, text: str, pcm: bytes) -> TurnDecision:
         ending = _ending(text)
         if ending is _Ending.NO_WORDS:
             return TurnDecision(TurnVerdict.COMPLETE, "no words")

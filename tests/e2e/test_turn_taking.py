@@ -79,6 +79,23 @@ async def test_a_pause_mid_sentence_keeps_one_turn_and_the_discarded_speculation
     assert history == [], "the exchange is written when the next turn starts; the speculation never is"
 
 
+async def test_a_head_whisper_writes_as_a_sentence_still_keeps_one_turn(stack: RunningStack) -> None:
+    # Before the pause Whisper writes "Set a reminder for mine.", which reads finished; it nearly wrote
+    # "my", and that keeps the turn open (services/asr/turn_policy.py, `misheard_ending`).
+    pcm = (
+        silence(300, RATE)
+        + synthesize_speech("Set a reminder for my")
+        + silence(600, RATE)
+        + synthesize_speech("doctor's appointment.")
+    )
+    async with asyncio.timeout(200):
+        conversation = await converse_pcm([pcm], url=stack.url, timeout_s=120)
+    result = conversation.turns[0]
+    assert len(result.turn_ids) == 1, f"the pause ended the turn: {conversation.trace}"
+    assert "appointment" in result.transcript.lower(), result.transcript
+    assert result.reply_audio
+
+
 async def test_two_questions_apart_are_two_turns(stack: RunningStack) -> None:
     pcm = (
         silence(300, RATE)

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.asr.endpointer import Endpointer, EndpointerConfig, SileroDetector
+from services.asr.engine import Transcription
 from services.asr.session import SessionTranscriber, TurnJudge
 from shared import keys
 from shared.bus import Bus, StreamTail
@@ -76,7 +77,7 @@ def _verdicts(verdict: str) -> float:
 
 
 async def test_a_pause_judged_complete_ends_the_turn_without_the_long_silence(bus: Bus) -> None:
-    async def complete(text: str, pcm: bytes) -> bool:
+    async def complete(heard: Transcription, pcm: bytes) -> bool:
         return True
 
     before = _verdicts("complete")
@@ -100,7 +101,7 @@ async def test_a_pause_judged_incomplete_stays_inside_the_utterance(bus: Bus) ->
     first, second = synthesize_speech("What is the capital of"), synthesize_speech("France?")
     whole = len(first) + len(second)
 
-    async def complete_when_whole(text: str, pcm: bytes) -> bool:
+    async def complete_when_whole(heard: Transcription, pcm: bytes) -> bool:
         return len(pcm) > whole  # "not done" at the mid-sentence pause
 
     pcm = silence(300, RATE) + first + silence(600, RATE) + second + silence(LONG_SILENCE_MS + 1000, RATE)

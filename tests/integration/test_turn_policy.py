@@ -48,8 +48,10 @@ def at_pause(text: str) -> bytes:
 
 
 async def judged(policy: TurnPolicy, recognizer: FasterWhisperRecognizer, spoken: str) -> TurnVerdict:
+    """As the ASR session judges a pause: Whisper's transcript and its near misses at the end."""
     pcm = at_pause(spoken)
-    return await policy.judge(await recognizer.transcribe(pcm), pcm)
+    heard = await recognizer.transcribe_endings(pcm)
+    return await policy.judge(heard.text, pcm, heard.endings)
 
 
 @pytest.mark.parametrize(
@@ -81,6 +83,20 @@ async def test_a_finished_question_ends_the_turn(
     policy: TurnPolicy, recognizer: FasterWhisperRecognizer, spoken: str
 ) -> None:
     assert await judged(policy, recognizer, spoken) is TurnVerdict.COMPLETE
+
+
+async def test_a_head_whisper_writes_as_a_sentence_stays_open_on_what_it_nearly_heard(
+    policy: TurnPolicy, recognizer: FasterWhisperRecognizer
+) -> None:
+    pcm = at_pause("Set a reminder for my")
+    heard = await recognizer.transcribe_endings(pcm)
+    # Spoken before a pause, "my" takes its strong form: Whisper writes "Set a reminder for mine.", which
+    # reads finished, but it gave "my" a fair chance.
+    assert not heard.text.lower().rstrip(".?!").endswith(" my")
+    assert any(ending.lower().endswith(" my") for ending, _ in heard.endings)
+    decision = await policy.decide(heard.text, pcm, heard.endings)
+    assert decision.verdict is TurnVerdict.INCOMPLETE
+    assert decision.reason == "the end may be misheard"
 
 
 async def test_the_whole_question_after_a_pause_ends_the_turn(

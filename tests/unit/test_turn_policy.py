@@ -278,3 +278,37 @@ def test_close_stops_the_scorer_and_tolerates_one_without_close() -> None:
     assert scorer.closed
     TurnPolicy(None, scorer=FakeScorer()).close()
     TurnPolicy(None).close()
+
+
+# --- near misses: what the recognizer nearly heard at the end ----------------------------------------------
+
+
+async def test_near_misses_that_read_unfinished_keep_a_finished_looking_turn_open() -> None:
+    policy = TurnPolicy(None, TurnPolicyConfig(misheard_ending=0.15), scorer=FakeScorer(0.9))
+    heard = "Can you help me write an email too?"
+    endings = (("Can you help me write an email to", 0.1), ("Can you help me write an email,", 0.06))
+    decision = await policy.decide(heard, PCM, endings)
+    assert decision.verdict is INCOMPLETE
+    assert decision.reason == "the end may be misheard"
+    assert decision.misheard_probability == pytest.approx(0.16)
+    assert decision.text_probability == 0.9
+
+
+async def test_near_misses_under_the_threshold_or_reading_finished_change_nothing() -> None:
+    policy = TurnPolicy(None, TurnPolicyConfig(misheard_ending=0.15), scorer=FakeScorer(0.9))
+    heard = "What is the capital of France?"
+    assert await policy.judge(heard, PCM, (("What is the capital of", 0.14),)) is COMPLETE
+    # A different finished sentence is no reason to wait, however likely.
+    assert await policy.judge(heard, PCM, (("What is the capital of friends", 0.6),)) is COMPLETE
+    assert await policy.judge(heard, PCM) is COMPLETE
+
+
+async def test_near_misses_cannot_close_a_turn_or_hold_one_without_words() -> None:
+    policy = TurnPolicy(None, scorer=FakeScorer(0.01))
+    assert await policy.judge("Who wrote the book", PCM, (("Who wrote the book?", 0.9),)) is INCOMPLETE
+    assert await policy.judge("", PCM, (("and", 0.9),)) is COMPLETE
+
+
+async def test_near_misses_are_ignored_at_a_threshold_of_one() -> None:
+    policy = TurnPolicy(None, TurnPolicyConfig(misheard_ending=1.0), scorer=FakeScorer(0.9))
+    assert await policy.judge("Set a reminder for mine.", PCM, (("Set a reminder for my", 0.9),)) is COMPLETE
