@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 
 from clients.bench.metrics import PORT_OFFSETS
-from clients.talk import converse_pcm
+from clients.talk import ConversationResult, converse_pcm
 from tests.e2e.conftest import RunningStack
 from tests.speech import silence, synthesize_speech
 
@@ -79,17 +79,17 @@ async def test_a_pause_mid_sentence_keeps_one_turn_and_the_discarded_speculation
     assert history == [], "the exchange is written when the next turn starts; the speculation never is"
 
 
+async def _spoken(stack: RunningStack, first: str, gap_ms: int, second: str) -> ConversationResult:
+    """Speak `first`, `gap_ms` of silence, then `second` into a fresh session; what came back."""
+    pcm = silence(300, RATE) + synthesize_speech(first) + silence(gap_ms, RATE) + synthesize_speech(second)
+    async with asyncio.timeout(200):
+        return await converse_pcm([pcm], url=stack.url, timeout_s=120)
+
+
 async def test_a_head_whisper_writes_as_a_sentence_still_keeps_one_turn(stack: RunningStack) -> None:
     # Before the pause Whisper writes "Set a reminder for mine.", which reads finished; it nearly wrote
     # "my", and that keeps the turn open (services/asr/turn_policy.py, `misheard_ending`).
-    pcm = (
-        silence(300, RATE)
-        + synthesize_speech("Set a reminder for my")
-        + silence(600, RATE)
-        + synthesize_speech("doctor's appointment.")
-    )
-    async with asyncio.timeout(200):
-        conversation = await converse_pcm([pcm], url=stack.url, timeout_s=120)
+    conversation = await _spoken(stack, "Set a reminder for my", 600, "doctor's appointment.")
     result = conversation.turns[0]
     assert len(result.turn_ids) == 1, f"the pause ended the turn: {conversation.trace}"
     assert "appointment" in result.transcript.lower(), result.transcript
@@ -97,14 +97,9 @@ async def test_a_head_whisper_writes_as_a_sentence_still_keeps_one_turn(stack: R
 
 
 async def test_two_questions_apart_are_two_turns(stack: RunningStack) -> None:
-    pcm = (
-        silence(300, RATE)
-        + synthesize_speech("What is the capital of France?")
-        + silence(2500, RATE)
-        + synthesize_speech("How many days are in a week?")
+    conversation = await _spoken(
+        stack, "What is the capital of France?", 2500, "How many days are in a week?"
     )
-    async with asyncio.timeout(200):
-        conversation = await converse_pcm([pcm], url=stack.url, timeout_s=120)
     finals = [e for e in conversation.trace if e.direction == "in" and e.type == "transcript.final"]
     assert len(finals) == 2, finals
     assert finals[0].turn_id != finals[1].turn_id
