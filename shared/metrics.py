@@ -54,6 +54,11 @@ ASR_TURN_VERDICTS = Counter(
     "listening for the longer silence).",
     ["verdict"],
 )
+ASR_TURN_MISHEARD = Counter(
+    "voxmesh_asr_turn_misheard_total",
+    "Pauses kept open only because the recognizer nearly heard an unfinished ending (the words it wrote "
+    "read finished; TurnPolicyConfig.misheard_ending).",
+)
 SPECULATIVE_REPLIES = Counter(
     "voxmesh_speculative_replies_total",
     "Replies started on a speculative transcript before the end of the turn was confirmed, by outcome: "

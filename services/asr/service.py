@@ -15,7 +15,7 @@ from services.asr.vad_thread import VadThread
 from shared import keys
 from shared.bus import Bus, WorkQueue
 from shared.cpu import inference_threads
-from shared.metrics import ASR_SESSIONS
+from shared.metrics import ASR_SESSIONS, ASR_TURN_MISHEARD
 from shared.schema import Message, SessionOpened
 from shared.worker import QueueWorker, tell_session
 
@@ -65,7 +65,10 @@ class AsrService:
             return None
 
         async def complete(heard: Transcription, pcm: bytes) -> bool:
-            return await policy.judge(heard.text, pcm, heard.endings) is TurnVerdict.COMPLETE
+            decision = await policy.decide(heard.text, pcm, heard.endings)
+            if decision.misheard_probability is not None:
+                ASR_TURN_MISHEARD.inc()
+            return decision.verdict is TurnVerdict.COMPLETE
 
         return complete
 

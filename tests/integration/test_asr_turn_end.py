@@ -11,7 +11,10 @@ from prometheus_client import REGISTRY
 
 from services.asr.endpointer import Endpointer, EndpointerConfig, SileroDetector
 from services.asr.engine import Transcription
+from services.asr.service import AsrService
 from services.asr.session import SessionTranscriber, TurnJudge
+from services.asr.settings import AsrSettings
+from services.asr.turn_policy import TurnPolicy
 from shared import keys
 from shared.bus import Bus, StreamTail
 from shared.schema import (
@@ -116,3 +119,28 @@ async def test_a_pause_judged_incomplete_stays_inside_the_utterance(bus: Bus) ->
     assert isinstance(head, TranscriptSpeculative) and isinstance(resumed, SpeechResumed)
     assert resumed.pause_ms == head.pause_ms and resumed.utterance == head.utterance == finals[0].utterance
     assert int(finals[0].text.split()[1]) > whole, "one utterance: the final covers both parts"
+
+
+class FinishedScorer:
+    """Text scorer stand-in: every text reads finished."""
+
+    async def end_of_turn_probability(self, text: str) -> float:
+        return 0.9
+
+
+async def test_the_service_judge_weighs_near_misses_and_counts_what_they_kept_open(bus: Bus) -> None:
+    service = AsrService(AsrSettings(), bus, LengthRecognizer())
+    service.policy = TurnPolicy(None, scorer=FinishedScorer())
+    judge = service.judge()
+    assert judge is not None
+
+    def misheard() -> float:
+        return REGISTRY.get_sample_value("voxmesh_asr_turn_misheard_total") or 0.0
+
+    before = misheard()
+    assert not await judge(Transcription("Set a reminder for mine.", (("Set a reminder for my", 0.3),)), b"")
+    assert await judge(
+        Transcription("What is the capital of France?", (("What is the capital of friends", 0.3),)), b""
+    )
+    assert await judge(Transcription("Set a reminder for mine."), b"")
+    assert misheard() == before + 1
