@@ -6,6 +6,7 @@ configured UDP port range, and the limits shared with the WebSocket."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -143,6 +144,19 @@ async def _pong_within(link_got: tuple[Any, Received], within: float) -> float:
     return time.monotonic() - sent
 
 
+async def _answers_again(link_got: tuple[Any, Received], within: float) -> None:
+    """Ping once a second until a pong comes. A ping that arrives while the tail of a flood is still being
+    read meets an empty rate-limit bucket and is dropped (in one CI run a single ping sent 1.5 s after the
+    first `rate_limited` got no pong within 5 s)."""
+    link, got = link_got
+    before = len(got.of("pong"))
+    async with asyncio.timeout(within):
+        while len(got.of("pong")) <= before:
+            await send_event(link, type="ping")
+            with contextlib.suppress(TimeoutError):
+                await got.until(lambda g: len(g.of("pong")) > before, 1.0)
+
+
 async def test_a_data_channel_flood_is_limited_and_another_session_goes_on(
     bus: Bus, clean_voxmesh_env: None
 ) -> None:
@@ -158,8 +172,7 @@ async def test_a_data_channel_flood_is_limited_and_another_session_goes_on(
         # The other session is answered at once while the flood is handled.
         assert await _pong_within(other, within=5) < 5
         await got.until(lambda g: any(e["code"] == "rate_limited" for e in g.of("error")), within=10)
-        await asyncio.sleep(1.5)  # the rate limit's bucket refills
-        assert await _pong_within(flooder, within=5) < 5  # the flooder's session goes on too
+        await _answers_again(flooder, within=30)  # the flooder's session goes on too
         codes = {event["code"] for event in got.of("error")}
         assert "rate_limited" in codes
         assert len(got.of("pong")) < 100  # most of the flood was dropped, not answered
