@@ -86,8 +86,8 @@ class Transcription:
 
     text: str
     endings: tuple[tuple[str, float], ...] = ()
-    """Near misses: (the transcript with its last word, or the mark after it, swapped for another token
-    the decoder gave at least `ENDING_FLOOR`, that token's probability). Whisper says a function word
+    """Near misses: (the transcript with its end swapped for another token the decoder gave at least
+    `ENDING_FLOOR`, that token's probability); see `near_misses`. Whisper says a function word
     spoken before a pause in its strong form as the content word: a trailing "to" comes out "too", "my"
     comes out "mine", which reads as a finished sentence; the near misses keep "to" and "my" in view."""
 
@@ -112,16 +112,16 @@ class EndingsRecognizer(Protocol):
 
 def near_misses(
     tokens: list[int],
-    probabilities: dict[int, list[tuple[int, float]]],
+    probabilities: Callable[[int], list[tuple[int, float]]],
     decode: Callable[[list[int]], str],
     end_of_text: int,
 ) -> tuple[tuple[str, float], ...]:
     """The endings the decoder nearly chose: another word at the last word's first token or at the marks
     just before it, anything at the token after it.
 
-    `tokens` are the decoded text tokens; `probabilities[i]` the (token, probability) pairs the decoder
-    gave at step i, where step `len(tokens)` chose `end_of_text`; `decode` turns tokens into text (the
-    end-of-text token into nothing).
+    `tokens` are the decoded text tokens; `probabilities(i)` the likeliest (token, probability) pairs the
+    decoder gave at step i, where step `len(tokens)` chose `end_of_text` (only the steps of the ending are
+    asked for); `decode` turns tokens into text (the end-of-text token into nothing).
     """
     pieces = [decode([token]) for token in tokens]
     starts = [i for i, piece in enumerate(pieces) if re.match(r" '?\w", piece)]
@@ -137,7 +137,7 @@ def near_misses(
     endings: list[tuple[str, float]] = []
     for step in (*range(first, last + 1), after):
         chosen = tokens[step] if step < len(tokens) else end_of_text
-        for token, probability in probabilities.get(step, []):
+        for token, probability in probabilities(step):
             if token == chosen or probability < ENDING_FLOOR:
                 continue
             # Up to the last word only other words count: a mark or the end of the text there is Whisper
@@ -284,8 +284,11 @@ class FasterWhisperRecognizer:
             return None
         if not endings:
             return Transcription(text)
-        steps = {step: _likely_tokens(logits) for step, logits in enumerate(result.logits[0])}
-        return Transcription(text, near_misses(tokens, steps, self._tokenizer.decode, self._tokenizer.eot))
+        steps = result.logits[0]
+        ending = near_misses(
+            tokens, lambda step: _likely_tokens(steps[step]), self._tokenizer.decode, self._tokenizer.eot
+        )
+        return Transcription(text, ending)
 
     def _transcribe_stock(self, audio: np.ndarray) -> str:
         segments, _info = self._model.transcribe(

@@ -292,7 +292,7 @@ class TurnPolicy:
     ) -> TurnDecision:
         """`judge` with the reason and the models' probabilities."""
         decision = await self._decide(text, pcm)
-        if decision.verdict is TurnVerdict.COMPLETE and decision.reason != "no words":
+        if decision.verdict is TurnVerdict.COMPLETE and words_of(text):
             # The words read finished, but the recognizer nearly heard an unfinished sentence.
             doubt = sum(p for alternative, p in endings if _ending(alternative) in _UNFINISHED_ENDINGS)
             if doubt >= self.config.misheard_ending:
